@@ -83,7 +83,7 @@ def find_vocab_file() -> Path:
     )
 
 
-def _pack(rows: list[list[int]], texts: Sequence[str], context_length: int, truncate: bool,
+def pack_tokens(rows: list[list[int]], texts: Sequence[str], context_length: int, truncate: bool,
           sot: int, eot: int) -> torch.LongTensor:
     """[start, *ids, end] per row, zero-padded to [N, context_length]. Truncation matches
     open_clip: cut, then overwrite the last slot with the end token (CLIP pools there)."""
@@ -182,7 +182,7 @@ class ClipTokenizer:
                  truncate: bool = True) -> torch.LongTensor:
         """Ids [N, context_length]: start, BPE ids, end, zeros (the same as open_clip.tokenize)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return _pack([self.encode(t) for t in texts], texts, context_length, truncate,
+        return pack_tokens([self.encode(t) for t in texts], texts, context_length, truncate,
                      self.sot_token_id, self.eot_token_id)
 
 
@@ -253,7 +253,17 @@ class CompactVocab:
         texts = [texts] if isinstance(texts, str) else list(texts)
         words = [self.tokenizer.encode_words(t) for t in texts]
         rows = [[k for w, ids in ws for k in self._lookup(w, ids, t, unknown)] for t, ws in zip(texts, words)]
-        return _pack(rows, texts, context_length, truncate, self.SOT, self.EOT)
+        return pack_tokens(rows, texts, context_length, truncate, self.SOT, self.EOT)
+
+    def from_clip_ids(self, clip_ids: torch.Tensor) -> torch.LongTensor:
+        """Compact ids for a tensor of CLIP ids of any shape (e.g. ``open_clip.tokenize``'s
+        output): padding stays 0, ids outside the vocab become ``<unk>``."""
+        clip_ids = torch.as_tensor(clip_ids, dtype=torch.long)
+        table = torch.full((self.tokenizer.vocab_size,), self.UNK, dtype=torch.long)
+        table[0] = self.PAD
+        for clip_id, compact_id in self.clip_to_compact.items():
+            table[clip_id] = compact_id
+        return table[clip_ids]
 
     def to_clip_ids(self, compact_ids: torch.Tensor | Sequence[int]) -> torch.LongTensor:
         """CLIP ids for compact ids of any shape; padding stays 0. ``<unk>`` has no CLIP id."""

@@ -76,10 +76,11 @@ def show_matrix(matrix: torch.Tensor, row_labels: Sequence[str], col_labels: Seq
     ax.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha="right")
     ax.set_yticks(range(len(row_labels)), row_labels)
     if annotate:
+        middle = (m.max() + m.min()).item() / 2  # dark text on the bright half of the map
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 ax.text(j, i, fmt.format(m[i, j].item()), ha="center", va="center",
-                        color="w", fontsize=7)
+                        color="k" if m[i, j] > middle else "w", fontsize=7)
     fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
         ax.set_title(title)

@@ -1,0 +1,117 @@
+"""Every exercise check passes on the reference, reports a stub as not done, and fails on
+plausible wrong answers (the mistakes learners actually make)."""
+import importlib
+import pkgutil
+
+import pytest
+import torch
+
+import unclip_lite.exercises as exercises_pkg
+from unclip_lite.exercises.core import REGISTRY, Case, Exercise, ExerciseFailed, compare_outputs
+
+# Import every chapter's exercise module so they register themselves.
+for info in pkgutil.iter_modules(exercises_pkg.__path__):
+    if info.name.startswith("ch"):
+        importlib.import_module(f"unclip_lite.exercises.{info.name}")
+
+
+# --- plausible wrong answers, by exercise name ---------------------------------------------
+def circle_hard_edge(cx, cy, radius, resolution):  # forgot anti-aliasing
+    c = (torch.arange(resolution) + 0.5) / resolution
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    return (((x - cx) ** 2 + (y - cy) ** 2).sqrt() <= radius).float()
+
+
+def circle_corner_pixels(cx, cy, radius, resolution):  # pixel corners instead of centres
+    c = torch.arange(resolution) / resolution
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    d = (((x - cx) ** 2 + (y - cy) ** 2).sqrt() - radius) * resolution
+    return (0.5 - d).clamp(0, 1)
+
+
+def circle_units(cx, cy, radius, resolution):  # distance in image widths, not pixels
+    c = (torch.arange(resolution) + 0.5) / resolution
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    d = ((x - cx) ** 2 + (y - cy) ** 2).sqrt() - radius
+    return (0.5 - d).clamp(0, 1)
+
+
+def pack_cut_end(ids, context_length, sot, eot):  # truncation drops the end token
+    row = ([sot, *ids, eot])[:context_length]
+    return torch.tensor(row + [0] * (context_length - len(row)), dtype=torch.long)
+
+
+def pack_pad_with_eot(ids, context_length, sot, eot):  # pads with the end token
+    row = [sot, *ids, eot]
+    row = row[: context_length - 1] + [eot] if len(row) > context_length else row
+    return torch.tensor(row + [eot] * (context_length - len(row)), dtype=torch.long)
+
+
+def pack_no_start(ids, context_length, sot, eot):  # forgot the start token
+    row = [*ids, eot]
+    row = row[: context_length - 1] + [eot] if len(row) > context_length else row
+    return torch.tensor(row + [0] * (context_length - len(row)), dtype=torch.long)
+
+
+def compact_off_by_specials(tokens, clip_ids):  # numbered from 1, ignoring the 4 specials
+    table = torch.full((49408,), 3, dtype=torch.long)
+    table[0], table[49406], table[49407] = 0, 1, 2
+    table[torch.tensor(clip_ids)] = torch.arange(len(clip_ids)) + 1
+    return table[tokens]
+
+
+def compact_unknown_as_pad(tokens, clip_ids):  # unknown words silently become padding
+    table = torch.zeros(49408, dtype=torch.long)
+    table[49406], table[49407] = 1, 2
+    table[torch.tensor(clip_ids)] = torch.arange(len(clip_ids)) + 4
+    return table[tokens]
+
+
+WRONG_ANSWERS = {
+    "ch00.circle_coverage": [circle_hard_edge, circle_corner_pixels, circle_units],
+    "ch00.pack_ids": [pack_cut_end, pack_pad_with_eot, pack_no_start],
+    "ch00.to_compact": [compact_off_by_specials, compact_unknown_as_pad],
+}
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_check_accepts_reference_and_reports_stub(name, capsys):
+    exercise = REGISTRY[name]
+    assert exercise.check(exercise.reference) is True
+    assert "✅" in capsys.readouterr().out
+    assert exercise.check(stub) is False
+    assert "not implemented yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, wrong", [(n, w) for n, ws in WRONG_ANSWERS.items() for w in ws],
+                         ids=lambda x: getattr(x, "__name__", x))
+def test_check_rejects_plausible_wrong_answer(name, wrong):
+    with pytest.raises(ExerciseFailed, match=name):
+        REGISTRY[name].check(wrong)
+
+
+def test_every_exercise_has_wrong_answers():
+    missing = sorted(set(REGISTRY) - set(WRONG_ANSWERS))
+    assert not missing, f"exercises without a wrong answer to reject: {missing}"
+
+
+def test_compare_outputs_explains_differences():
+    assert compare_outputs(torch.zeros(2), torch.zeros(2)) is None
+    assert "shape (3,), expected (2,)" in compare_outputs(torch.zeros(3), torch.zeros(2))
+    assert "dtype" in compare_outputs(torch.zeros(2), torch.zeros(2, dtype=torch.long))
+    assert "worst at index (1,)" in compare_outputs(torch.tensor([0.0, 1.0]), torch.zeros(2))
+    assert "NaN" in compare_outputs(torch.tensor([float("nan")]), torch.zeros(1))
+    assert "expected a torch.Tensor" in compare_outputs([0.0], torch.zeros(1))
+    assert compare_outputs((1, torch.ones(1)), (1, torch.ones(1))) is None
+
+
+def test_an_exception_in_the_learners_code_is_reported_with_the_case():
+    exercise = Exercise("demo.double", lambda x: 2 * x, lambda: [Case((torch.ones(2),), name="ones")],
+                        hint="multiply by two")
+    with pytest.raises(ExerciseFailed, match=r"(?s)raised ZeroDivisionError.*on case ones.*Hint: multiply by two"):
+        exercise.check(lambda x: 1 / 0)
+    del REGISTRY["demo.double"]
