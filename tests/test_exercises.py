@@ -67,10 +67,90 @@ def compact_unknown_as_pad(tokens, clip_ids):  # unknown words silently become p
     return table[tokens]
 
 
+def patchify_rows_first(images, p):  # flattens pixels before channels
+    from einops import rearrange
+    return rearrange(images, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)
+
+
+def patchify_columns_first(images, p):  # patches in column order
+    from einops import rearrange
+    return rearrange(images, "b c (h p) (w q) -> b (w h) (c p q)", p=p, q=p)
+
+
+def mask_upper(n):  # attends to the future instead of the past
+    return torch.ones(n, n, dtype=torch.bool).triu()
+
+
+def mask_strict(n):  # forgets that a token may attend to itself
+    return torch.ones(n, n, dtype=torch.bool).tril(-1)
+
+
+def pool_last(features, tokens):  # reads the last position (padding), not the end token
+    return features[:, -1]
+
+
+def pool_first_nonzero(features, tokens):  # reads the start token
+    return features[:, 0]
+
+
+def logits_unnormalised(img, txt, logit_scale):  # forgot to normalise
+    return logit_scale.exp().clamp(max=100) * img @ txt.T
+
+
+def logits_no_cap(img, txt, logit_scale):  # forgot the cap at 100
+    import torch.nn.functional as F
+    return logit_scale.exp() * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+
+
+def logits_raw_scale(img, txt, logit_scale):  # used the log-scale itself
+    import torch.nn.functional as F
+    return logit_scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+
+
+def loss_one_direction(img, txt, scale):  # only image -> text
+    import torch.nn.functional as F
+    logits = scale * img @ txt.T
+    return F.cross_entropy(logits, torch.arange(len(img)))
+
+
+def loss_summed(img, txt, scale):  # sums the two directions instead of averaging
+    import torch.nn.functional as F
+    logits = scale * img @ txt.T
+    labels = torch.arange(len(img))
+    return F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
+
+
+def ensemble_no_renorm(features):  # the mean of unit vectors is not a unit vector
+    import torch.nn.functional as F
+    return F.normalize(features, dim=-1).mean(1)
+
+
+def ensemble_no_prenorm(features):  # long embeddings dominate the average
+    import torch.nn.functional as F
+    return F.normalize(features.mean(1), dim=-1)
+
+
+def recall_columns(similarities, k):  # text -> image instead of image -> text
+    t = torch.arange(len(similarities))
+    return ((similarities.T > similarities[t, t][:, None]).sum(1) < k).float().mean().item()
+
+
+def recall_off_by_one(similarities, k):  # counts rank <= k
+    t = torch.arange(len(similarities))
+    return ((similarities > similarities[t, t][:, None]).sum(1) <= k).float().mean().item()
+
+
 WRONG_ANSWERS = {
     "ch00.circle_coverage": [circle_hard_edge, circle_corner_pixels, circle_units],
     "ch00.pack_ids": [pack_cut_end, pack_pad_with_eot, pack_no_start],
     "ch00.to_compact": [compact_off_by_specials, compact_unknown_as_pad],
+    "ch01.patchify": [patchify_rows_first, patchify_columns_first],
+    "ch01.causal_mask": [mask_upper, mask_strict],
+    "ch01.eot_pool": [pool_last, pool_first_nonzero],
+    "ch01.clip_logits": [logits_unnormalised, logits_no_cap, logits_raw_scale],
+    "ch02.clip_loss": [loss_one_direction, loss_summed],
+    "ch02.ensemble": [ensemble_no_renorm, ensemble_no_prenorm],
+    "ch02.recall_at_k": [recall_columns, recall_off_by_one],
 }
 
 
@@ -115,3 +195,24 @@ def test_an_exception_in_the_learners_code_is_reported_with_the_case():
     with pytest.raises(ExerciseFailed, match=r"(?s)raised ZeroDivisionError.*on case ones.*Hint: multiply by two"):
         exercise.check(lambda x: 1 / 0)
     del REGISTRY["demo.double"]
+
+
+def test_patchify_reference_matches_the_vits_patch_convolution():
+    """The exercise's patch order is the one the ViT's strided convolution computes."""
+    from unclip_lite.clip import build_clip, get_config
+    from unclip_lite.exercises.ch01 import patchify
+
+    conv = build_clip(get_config("shapes-tiny")).visual.patch_embed
+    x = torch.randn(2, 3, 32, 32)
+    via_conv = conv(x).flatten(2).transpose(1, 2)  # [B, N, D]
+    via_patches = patchify(x, 4) @ conv.weight.flatten(1).T
+    torch.testing.assert_close(via_patches, via_conv, rtol=1e-4, atol=1e-5)
+
+
+def test_causal_mask_reference_matches_causal_attention():
+    from unclip_lite.exercises.ch01 import causal_mask
+    from unclip_lite.nn import MultiheadAttention
+
+    attn = MultiheadAttention(16, 2)
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(attn(x, attn_mask=causal_mask(5)), attn(x, causal=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def cmd_info(args) -> int:
@@ -53,6 +54,60 @@ def cmd_shapes(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    """Train a model from its recipe and save it as a checkpoint with a manifest."""
+    import shlex
+
+    import torch
+
+    from unclip_lite.checkpoints import REGISTRY_DIR
+    from unclip_lite.clip import recipes
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.model != "clip":
+        raise ValueError(f"unknown model kind {args.model!r}; trainable here: clip")
+    if args.config not in recipes.RECIPES:
+        raise ValueError(f"no training recipe for config {args.config!r}; "
+                         f"recipes: {', '.join(recipes.RECIPES)}")
+    recipe = recipes.RECIPES[args.config]()
+    if args.steps:
+        recipe.train.steps = args.steps
+    name = args.name or f"clip-{args.config}"
+    out = Path(args.out) if args.out else REGISTRY_DIR / f"{name}.safetensors"
+    run_dir = Path(args.run_dir or Path("runs") / name)
+    bundle, trainer = recipes.train(args.config, recipe, out_dir=run_dir, resume=not args.fresh)
+    if trainer.rank != 0:
+        return 0
+    metrics = recipes.evaluate(args.config, bundle)
+    command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
+    path = bundle.save(out, manifest=recipes.manifest_for(trainer, command, metrics),
+                       dtype=torch.float16 if args.fp16 else None)
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    """Recompute a checkpoint's metrics; print them as one JSON object on stdout."""
+    import torch
+
+    from unclip_lite.checkpoints import read_manifest
+    from unclip_lite.clip import recipes
+    from unclip_lite.clip.bundle import load_clip
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    manifest = read_manifest(args.checkpoint)
+    kind = manifest.get("kind")
+    if kind != "clip":
+        raise ValueError(f"{args.checkpoint}: no evaluation for a checkpoint of kind {kind!r}")
+    bundle = load_clip(args.checkpoint)
+    world = bundle.extra.get("recipe", {}).get("model", "shapes-tiny")
+    print(json.dumps(recipes.evaluate(world, bundle, n=args.n), sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unclip-lite", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,14 +124,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="large")
     p.add_argument("--out", default="shapes.png")
     p.set_defaults(func=cmd_shapes)
+    p = sub.add_parser("train", help=cmd_train.__doc__)
+    p.add_argument("model", help="model kind: clip")
+    p.add_argument("--config", required=True, help="recipe name, e.g. shapes-tiny or emoji-tiny")
+    p.add_argument("--steps", type=int, help="override the recipe's number of steps")
+    p.add_argument("--name", help="checkpoint name (default: <model>-<config>)")
+    p.add_argument("--out", help="weights path (default: data/checkpoints/<name>.safetensors)")
+    p.add_argument("--run-dir", help="where the resumable training state lives (default runs/<name>)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing training state")
+    p.add_argument("--fp16", action="store_true", help="store the weights in fp16")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help=cmd_eval.__doc__)
+    p.add_argument("checkpoint", help="a shipped checkpoint name or a path")
+    p.add_argument("--n", type=int, default=1000, help="evaluation images per split")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in checkpoint manifests: the exact command that made them
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
         print(f"unclip-lite {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -68,11 +68,16 @@ class TextConfig:
     heads: int = 8
     layers: int = 12
     mlp_ratio: float = 4.0
+    # Where to read the features. None: at the largest id, CLIP's [EOS] (49407). A compact
+    # vocabulary (unclip_lite.tokenizer.CompactVocab) puts [EOS] at id 2 instead.
+    eot_token_id: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
+        if self.eot_token_id is not None and not 0 <= self.eot_token_id < self.vocab_size:
+            raise ValueError(f"eot_token_id {self.eot_token_id} is outside the vocabulary [0, {self.vocab_size})")
         if self.width % self.heads != 0:
             raise ValueError(f"text width {self.width} is not divisible by heads={self.heads}")
 
@@ -168,12 +173,12 @@ _PRESETS: dict[str, CLIPConfig] = {
     "shapes-tiny": CLIPConfig(
         embed_dim=128,
         vision=VisionConfig(image_size=32, layers=4, width=128, heads=4, patch_size=4),
-        text=TextConfig(context_length=16, vocab_size=512, width=128, heads=4, layers=4),
+        text=TextConfig(context_length=16, vocab_size=512, width=128, heads=4, layers=4, eot_token_id=2),
     ),
     "emoji-tiny": CLIPConfig(
         embed_dim=128,
         vision=VisionConfig(image_size=64, layers=4, width=128, heads=4, patch_size=8),
-        text=TextConfig(context_length=16, vocab_size=512, width=128, heads=4, layers=4),
+        text=TextConfig(context_length=16, vocab_size=512, width=128, heads=4, layers=4, eot_token_id=2),
     ),
 }
 

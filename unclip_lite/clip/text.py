@@ -5,8 +5,9 @@ tokens and the activations of the highest layer of the transformer at the [EOS] 
 treated as the feature representation of the text which is layer normalized and then
 linearly projected into the multi-modal embedding space. Masked self-attention was used."
 
-The [EOS] token has the largest id in the vocabulary, so its position is ``tokens.argmax(-1)``;
-any tokenizer used with this module must keep that property (ours do).
+In CLIP's vocabulary [EOS] has the largest id, so its position is ``tokens.argmax(-1)``. A
+compact vocabulary numbers it differently: the config's ``eot_token_id`` then names it and the
+features are read at its first occurrence.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class TextTransformer(nn.Module):
         super().__init__()
         self.context_length = cfg.context_length
         self.vocab_size = cfg.vocab_size
+        self.eot_token_id = cfg.eot_token_id
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
         self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, activation)
@@ -66,6 +68,9 @@ class TextTransformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.forward_tokens(tokens)  # [B, L, D]
-        eot = tokens.argmax(dim=-1)  # [B] position of [EOS] (the largest id)
+        if self.eot_token_id is None:
+            eot = tokens.argmax(dim=-1)  # [B] position of [EOS] (the largest id)
+        else:
+            eot = (tokens == self.eot_token_id).int().argmax(dim=-1)  # [B] its first occurrence
         x = x[torch.arange(x.shape[0], device=x.device), eot]  # [B, D]
         return x @ self.proj  # [B, E]

@@ -140,7 +140,7 @@ class Scenes:
         for b in range(len(self)):
             objects = [
                 {
-                    "colour": COLOURS[self.colour[b, k]],
+                    "colour": COLOURS[self.colour[b, k]] if self.colour[b, k] >= 0 else None,
                     "shape": SHAPES[self.shape[b, k]],
                     "size": SIZE_NAMES[self.size[b, k]],
                 }
@@ -248,6 +248,54 @@ def make_scenes(
     )
 
 
+GREY = -1  # colour index of an uncoloured object; its captions name only the shape
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """HSV (hue in [0, 1)) to RGB ``[..., 3]``, the standard hexcone formula."""
+    k = (torch.stack([5 + 0 * h, 3 + 0 * h, 1 + 0 * h], -1) + h[..., None] * 6) % 6
+    return v[..., None] - v[..., None] * s[..., None] * (torch.minimum(k, 4 - k).clamp(0, 1))
+
+
+def _rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r, g, b = rgb.unbind(-1)
+    v, _ = rgb.max(-1)
+    c = v - rgb.min(-1).values
+    safe = c.clamp(min=1e-8)
+    h = torch.where(v == r, ((g - b) / safe) % 6, torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    h = torch.where(c > 0, h / 6, torch.zeros_like(h))
+    return h, torch.where(v > 0, c / v.clamp(min=1e-8), torch.zeros_like(v)), v
+
+
+def recolour(scenes: Scenes, generator: torch.Generator | int = 0, hue_jitter: float = 0.0,
+             sv_jitter: float = 0.0, grey_fraction: float = 0.0) -> Scenes:
+    """Vary each object's exact colour so that colour and shape are learned separately.
+
+    Every object keeps its palette name but its RGB is jittered (``hue_jitter`` in degrees,
+    ``sv_jitter`` a relative change of saturation and value). A ``grey_fraction`` of
+    single-object scenes become grey: their colour index is :data:`GREY` and their captions
+    name only the shape. Neither change can produce a held-out pair: jittered colours stay
+    nearer their own palette colour than any other, and grey is no palette colour.
+    """
+    gen = generator if isinstance(generator, torch.Generator) else torch.Generator().manual_seed(generator)
+    B, K = scenes.colour.shape
+    base = palette_tensor()[scenes.colour.clamp(min=0)]  # [B, K, 3]
+    h, sat, val = _rgb_to_hsv(base)
+    h = (h + _uniform(gen, (B, K), -hue_jitter, hue_jitter) / 360) % 1
+    sat = (sat * (1 + _uniform(gen, (B, K), -sv_jitter, sv_jitter))).clamp(0, 1)
+    val = (val * (1 + _uniform(gen, (B, K), -sv_jitter, sv_jitter))).clamp(0, 1)
+    rgb = _hsv_to_rgb(h, sat, val)
+    colour = scenes.colour.clone()
+    if K == 1 and grey_fraction > 0:
+        grey = torch.rand(B, generator=gen) < grey_fraction
+        level = _uniform(gen, (B, 1, 1), 0.45, 0.95).expand(B, 1, 3)
+        rgb = torch.where(grey[:, None, None], level, rgb)
+        colour[grey] = GREY
+    out = Scenes(**scenes.__dict__)
+    out.colour, out.rgb = colour, rgb
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Signed distance functions, in units of the object's radius; p is [..., 2] with y UP.
 # --------------------------------------------------------------------------------------
@@ -324,6 +372,8 @@ def render(scenes: Scenes, resolution: int = 32, antialias: bool = True,
     # Pixel centres in [0, 1]; y grows downwards in the image.
     coords = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution
     gy, gx = torch.meshgrid(coords, coords, indexing="ij")  # [R, R]
+    if scenes.rgb is None and (scenes.colour < 0).any():
+        raise ValueError("uncoloured (grey) objects need their rgb set; use recolour()")
     rgb = scenes.rgb if scenes.rgb is not None else palette_tensor()[scenes.colour]  # [B, K, 3]
     for k in range(K):
         r = scenes.radius[:, k].view(B, 1, 1)
@@ -359,6 +409,13 @@ SINGLE_TEMPLATES: tuple[str, ...] = (
     "a picture of a {colour} {shape} on a dark background",
     "the {shape} is {colour}",
 )
+# Grey single objects: the caption names no colour.
+SHAPE_ONLY_TEMPLATES: tuple[str, ...] = (
+    "a {shape}",
+    "a {size} {shape}",
+    "a photo of a {shape}",
+    "a {shape} in the {position}",
+)
 # Two-object templates. Fields: {a} {b} (each "colour shape") and {relation}.
 PAIR_TEMPLATES: tuple[str, ...] = (
     "a {a} {relation} a {b}",
@@ -382,15 +439,23 @@ def _caption(label: dict, template: str) -> str:
 
 def captions(scenes: Scenes, generator: torch.Generator | int | None = 0,
              template: str | int | None = None) -> list[str]:
-    """One caption per scene: a random template (seeded), or the one given by text/index."""
+    """One caption per scene: a random template (seeded), or the one given by text/index.
+
+    Grey objects (see :func:`recolour`) take a random shape-only template instead.
+    """
     templates = SINGLE_TEMPLATES if scenes.n_objects == 1 else PAIR_TEMPLATES
     if isinstance(template, int):
         template = templates[template]
-    if template is None:
-        gen = generator if isinstance(generator, torch.Generator) else torch.Generator().manual_seed(generator or 0)
-        picks = torch.randint(len(templates), (len(scenes),), generator=gen).tolist()
-        return [_caption(lbl, templates[i]) for lbl, i in zip(scenes.labels(), picks)]
-    return [_caption(lbl, template) for lbl in scenes.labels()]
+    gen = generator if isinstance(generator, torch.Generator) else torch.Generator().manual_seed(generator or 0)
+    picks = torch.randint(len(templates), (len(scenes),), generator=gen).tolist()
+    grey_picks = torch.randint(len(SHAPE_ONLY_TEMPLATES), (len(scenes),), generator=gen).tolist()
+    out = []
+    for label, i, j in zip(scenes.labels(), picks, grey_picks):
+        if any(o["colour"] is None for o in label["objects"]):
+            out.append(_caption(label, SHAPE_ONLY_TEMPLATES[j]))
+        else:
+            out.append(_caption(label, template or templates[i]))
+    return out
 
 
 def parse_caption(text: str) -> dict:
@@ -442,11 +507,13 @@ class ShapesStream(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, batch_size: int = 128, resolution: int = 32, seed: int = 0,
-                 split: str = "train", two_object_fraction: float = 0.0, start: int = 0):
+                 split: str = "train", two_object_fraction: float = 0.0, start: int = 0,
+                 hue_jitter: float = 0.0, sv_jitter: float = 0.0, grey_fraction: float = 0.0):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size, self.resolution, self.seed = batch_size, resolution, seed
         self.split, self.two_object_fraction, self.start = split, two_object_fraction, start
+        self.recolour = dict(hue_jitter=hue_jitter, sv_jitter=sv_jitter, grey_fraction=grey_fraction)
 
     def batch(self, index: int) -> tuple[torch.Tensor, list[str], list[Scenes]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
@@ -457,6 +524,8 @@ class ShapesStream(torch.utils.data.IterableDataset):
             if n == 0:
                 continue
             s = sample_scenes(n, gen, n_objects=k, split=self.split)
+            if any(self.recolour.values()):
+                s = recolour(s, gen, **self.recolour)
             images.append(render(s, self.resolution))
             texts += captions(s, gen)
             scenes.append(s)
@@ -475,3 +544,27 @@ def eval_set(split: str = "heldout", n: int = 1000, resolution: int = 32, n_obje
     gen = torch.Generator().manual_seed(10_000_019 * (1 + SPLITS.index(split)) + seed + n_objects)
     scenes = sample_scenes(n, gen, n_objects=n_objects, split=split)
     return render(scenes, resolution), scenes
+
+
+def caption_corpus() -> list[str]:
+    """A caption for every word the templates can produce (to build a compact vocabulary).
+
+    Every single-object and shape-only template with every attribute, and every pair
+    template with every relation; BPE pieces depend only on the words, so this covers
+    every caption the world can generate.
+    """
+    texts = []
+    for colour in COLOURS:
+        for shape in SHAPES:
+            for size in SIZE_NAMES:
+                for position in POSITION_NAMES:
+                    label = {"objects": [{"colour": colour, "shape": shape, "size": size}],
+                             "position": position}
+                    texts += [_caption(label, t) for t in SINGLE_TEMPLATES]
+                    texts += [_caption(label, t) for t in SHAPE_ONLY_TEMPLATES]
+            for relation in RELATION_NAMES:
+                other = {"colour": COLOURS[0], "shape": SHAPES[0], "size": SIZE_NAMES[0]}
+                for objects in ([label["objects"][0], other], [other, label["objects"][0]]):
+                    pair = {"objects": objects, "relation": relation}
+                    texts += [_caption(pair, t) for t in PAIR_TEMPLATES]
+    return sorted(set(texts))

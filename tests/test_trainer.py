@@ -1,0 +1,118 @@
+"""The shared trainer: exact resume, schedule, EMA, accumulation, NaN stop, fp32/bf16."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from unclip_lite.train import EMA, NonFiniteLossError, TrainConfig, Trainer, lr_factor
+
+
+def make_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 32), nn.Dropout(0.1), nn.GELU(), nn.Linear(32, 1))
+
+
+def batches(index, rank=0, world=1):
+    g = torch.Generator().manual_seed(1000 + index)
+    x = torch.randn(16, 8, generator=g)
+    return x, 0.5 * x[:, :4].sum(1, keepdim=True)
+
+
+def mse(model, batch):
+    x, y = batch
+    loss = (model(x) - y).pow(2).mean()
+    return loss, {"rmse": loss.sqrt().item()}
+
+
+def config(**kw):
+    return TrainConfig(**{"steps": 40, "lr": 3e-3, "warmup": 5, "ema_decay": 0.9,
+                          "precision": "fp32", "progress": False, "log_every": 1, **kw})
+
+
+def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path):
+    straight = Trainer(make_model(), mse, batches, config())
+    straight.fit()
+
+    first = Trainer(make_model(), mse, batches, config(), out_dir=tmp_path)
+    first.fit(steps=17)  # "killed" after 17 steps; the state is on disk
+    # Disturb every RNG a fresh process would not share, then resume in a new trainer.
+    torch.manual_seed(999)
+    resumed = Trainer(make_model(), mse, batches, config(), out_dir=tmp_path)
+    assert resumed.resume() and resumed.step == 17
+    resumed.fit()
+    for a, b in zip(straight.raw_model.parameters(), resumed.raw_model.parameters()):
+        assert torch.equal(a, b)
+    for k in straight.ema.shadow:
+        assert torch.equal(straight.ema.shadow[k], resumed.ema.shadow[k])
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+    assert resumed.history[-1]["loss"] < resumed.history[0]["loss"] / 2  # it did learn
+
+
+def test_resume_refuses_a_corrupt_state(tmp_path):
+    (tmp_path / "train_state.pt").write_bytes(b"not a checkpoint")
+    trainer = Trainer(make_model(), mse, batches, config(), out_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="cannot resume.*unreadable or truncated"):
+        trainer.resume()
+    assert Trainer(make_model(), mse, batches, config(), out_dir=tmp_path / "new").resume() is False
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(steps=110, warmup=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
+    assert lr_factor(110, cfg) == pytest.approx(0.1)
+    assert lr_factor(50, TrainConfig(warmup=10, schedule="constant")) == 1.0
+
+
+def test_ema_matches_the_closed_form():
+    model = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(model.weight)
+    ema = EMA(model, decay=0.5)
+    for value in (1.0, 1.0, 1.0):
+        model.weight.data.fill_(value)
+        ema.update(model)
+    assert ema.shadow["weight"].item() == pytest.approx(1 - 0.5**3)
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    def big(index, rank=0, world=1):
+        a, b = batches(2 * index), batches(2 * index + 1)
+        return torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])
+
+    def no_dropout():
+        model = make_model()
+        model[1].p = 0.0
+        return model
+
+    one = Trainer(no_dropout(), mse, big, config(steps=5, accumulate=1))
+    two = Trainer(no_dropout(), mse, batches, config(steps=5, accumulate=2))
+    one.fit(), two.fit()
+    for a, b in zip(one.raw_model.parameters(), two.raw_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    def exploding(model, batch):
+        loss, logs = mse(model, batch)
+        return loss * (float("nan") if trainer.step == 3 else 1.0), logs
+
+    trainer = Trainer(make_model(), exploding, batches, config(checkpoint_every=1), out_dir=tmp_path)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3.*not applied.*lower learning rate"):
+        trainer.fit()
+    good = Trainer(make_model(), mse, batches, config(), out_dir=tmp_path)
+    assert good.resume() and good.step == 3  # the last good state survived
+    assert all(math.isfinite(p.sum().item()) for p in good.raw_model.parameters())
+
+
+def test_bf16_autocast_trains():
+    trainer = Trainer(make_model(), mse, batches, config(precision="bf16", steps=30))
+    history = trainer.fit()
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(precision="fp8"), dict(schedule="linear")])
+def test_bad_config_is_refused(bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)

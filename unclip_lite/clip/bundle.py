@@ -1,0 +1,114 @@
+"""A CLIP ready to use: the model, its tokenizer and its pixel normalisation, saved as one.
+
+Later chapters (guidance, the unCLIP prior and decoder) need CLIP embeddings of images in
+[0, 1] and of plain strings; :class:`CLIPBundle` gives exactly that, and
+:func:`load_clip` loads one by name from the shipped checkpoints::
+
+    clip = load_clip("clip-shapes-tiny")
+    clip.encode_images(images)          # [N, E] unit vectors
+    clip.encode_texts(["a red star"])   # [1, E] unit vectors
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from unclip_lite.checkpoints import load_checkpoint, load_state_into, save_checkpoint
+from unclip_lite.clip.configs import CLIPConfig
+from unclip_lite.clip.model import CLIP
+from unclip_lite.tokenizer import CompactVocab, get_tokenizer
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class CLIPBundle:
+    model: CLIP
+    vocab: CompactVocab | None = None  # None: CLIP's full BPE vocabulary
+    mean: Sequence[float] = (0.5, 0.5, 0.5)
+    std: Sequence[float] = (0.5, 0.5, 0.5)
+    extra: dict = field(default_factory=dict)  # saved alongside, e.g. how the data was made
+    manifest: dict = field(default_factory=dict)  # of the checkpoint it was loaded from
+
+    @property
+    def context_length(self) -> int:
+        return self.model.config.text.context_length
+
+    @property
+    def image_size(self) -> int:
+        return self.model.config.vision.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> torch.Tensor:
+        """Token ids ``[N, context_length]`` in this model's vocabulary."""
+        if self.vocab is not None:
+            return self.vocab(texts, context_length=self.context_length, truncate=truncate)
+        return get_tokenizer()(texts, context_length=self.context_length, truncate=truncate)
+
+    def normalize_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] ``[N, 3, S, S]`` to the model's input scale."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+    def encode_images(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Unit image embeddings ``[N, E]`` of images in [0, 1] (no gradient)."""
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            out = torch.cat([
+                self.model.encode_image(self.normalize_pixels(chunk.to(self.device)), normalize=True)
+                for chunk in images.split(batch_size)])
+        self.model.train(was_training)
+        return out
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+        """Unit text embeddings ``[N, E]`` of strings (no gradient)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            tokens = self.tokenize(list(texts)).to(self.device)
+            out = torch.cat([self.model.encode_text(chunk, normalize=True)
+                             for chunk in tokens.split(batch_size)])
+        self.model.train(was_training)
+        return out
+
+    def config_dict(self) -> dict:
+        return {"clip": self.model.config.to_dict(),
+                "vocab": self.vocab.to_dict() if self.vocab is not None else None,
+                "mean": list(self.mean), "std": list(self.std), "extra": self.extra}
+
+    def save(self, path: str | Path, manifest: dict | None = None,
+             dtype: torch.dtype | None = None) -> Path:
+        return save_checkpoint(path, self.model.state_dict(), self.config_dict(), kind="clip",
+                               manifest=manifest, dtype=dtype)
+
+
+def bundle_from_config(config: dict, state_dict: dict | None = None, source: str = "checkpoint") -> CLIPBundle:
+    """Rebuild a bundle from :meth:`CLIPBundle.config_dict` (and load weights if given)."""
+    model = CLIP(CLIPConfig.from_dict(config["clip"]))
+    if state_dict is not None:
+        load_state_into(model, state_dict, source=source)
+    vocab = CompactVocab.from_dict(config["vocab"]) if config.get("vocab") else None
+    return CLIPBundle(model.eval(), vocab, tuple(config["mean"]), tuple(config["std"]),
+                      config.get("extra", {}))
+
+
+def load_clip(name_or_path: str | Path, device: str | torch.device | None = None) -> CLIPBundle:
+    """A shipped CLIP by name (``"clip-shapes-tiny"``) or a checkpoint path, ready to use."""
+    ckpt = load_checkpoint(name_or_path, kind="clip")
+    bundle = bundle_from_config(ckpt.config, ckpt.state_dict, source=str(ckpt.path))
+    bundle.manifest = ckpt.manifest
+    if device is not None:
+        bundle.model.to(device)
+    return bundle
+

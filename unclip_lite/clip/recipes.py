@@ -1,0 +1,183 @@
+"""How the shipped CLIPs are trained and judged: ``clip-shapes-tiny`` and ``clip-emoji-tiny``.
+
+``unclip-lite train clip --config shapes-tiny`` and ``unclip-lite eval clip-shapes-tiny``
+call these functions; chapter 02 calls them too, with a shorter schedule.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from unclip_lite.clip.bundle import CLIPBundle
+from unclip_lite.clip.configs import get_config
+from unclip_lite.clip.loss import distributed_clip_loss
+from unclip_lite.clip.model import CLIP
+from unclip_lite.clip.zeroshot import accuracy_at_k, linear_probe, retrieval_metrics, zero_shot_classifier
+from unclip_lite.data import shapes
+from unclip_lite.tokenizer import CompactVocab
+from unclip_lite.train import TrainConfig, Trainer
+
+
+@dataclass
+class ShapesData:
+    """The training stream of ``clip-shapes-tiny``: why each knob is there is in chapter 02."""
+
+    batch_size: int = 256
+    hue_jitter: float = 10.0      # degrees: colour names cover a range of hues, not one RGB
+    sv_jitter: float = 0.15       # relative saturation/value change
+    grey_fraction: float = 0.2    # grey objects captioned by shape alone: shape without colour
+    two_object_fraction: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class Recipe:
+    model: str = "shapes-tiny"
+    data: ShapesData = field(default_factory=ShapesData)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=600, lr=1e-3, warmup=50, weight_decay=0.1, precision="bf16", log_every=10))
+
+
+def _emoji_recipe():
+    from unclip_lite.clip.emoji_recipe import EmojiRecipe
+
+    return EmojiRecipe()
+
+
+RECIPES = {"shapes-tiny": Recipe, "emoji-tiny": _emoji_recipe}
+
+
+def shapes_vocab() -> CompactVocab:
+    """Every BPE piece the Shapes captions use (40 ids with the four specials)."""
+    return CompactVocab.from_corpus(shapes.caption_corpus())
+
+
+def new_shapes_clip(model: str = "shapes-tiny", seed: int = 0) -> CLIPBundle:
+    vocab = shapes_vocab()
+    config = get_config(model)
+    config.text.vocab_size = vocab.size
+    config.text.eot_token_id = vocab.EOT
+    torch.manual_seed(seed)
+    return CLIPBundle(CLIP(config), vocab)
+
+
+def shapes_batches(bundle: CLIPBundle, data: ShapesData):
+    """``batches(index, rank, world)`` for the trainer: rank r takes its slice of the batch."""
+    stream = shapes.ShapesStream(data.batch_size, bundle.image_size, seed=data.seed,
+                                 hue_jitter=data.hue_jitter, sv_jitter=data.sv_jitter,
+                                 grey_fraction=data.grey_fraction,
+                                 two_object_fraction=data.two_object_fraction)
+
+    def batches(index: int, rank: int = 0, world: int = 1):
+        images, texts, _ = stream.batch(index)
+        mine = slice(rank * len(texts) // world, (rank + 1) * len(texts) // world)
+        return bundle.normalize_pixels(images[mine]), bundle.tokenize(texts[mine])
+
+    return batches
+
+
+def contrastive_step(model, batch):
+    images, tokens = batch
+    image_features, text_features, scale = model(images, tokens)
+    loss = distributed_clip_loss(image_features, text_features, scale)
+    return loss, {"scale": scale.item()}
+
+
+def zero_shot_prompts() -> tuple[list[str], list[tuple[int, int]]]:
+    """One prompt per colour × shape pair ("a red circle"), and the pair each one names."""
+    pairs = [(c, s) for c in range(len(shapes.COLOURS)) for s in range(len(shapes.SHAPES))]
+    label = lambda c, s: {"objects": [{"colour": shapes.COLOURS[c], "shape": shapes.SHAPES[s], "size": "large"}]}
+    return [shapes._caption(label(c, s), shapes.ZEROSHOT_TEMPLATE) for c, s in pairs], pairs
+
+
+@torch.no_grad()
+def evaluate_shapes(bundle: CLIPBundle, n: int = 1000) -> dict:
+    """The acceptance metrics of ``clip-shapes-tiny`` (keys documented in the README).
+
+    Zero-shot: each single-object image is classified among all 40 "a {colour} {shape}"
+    prompts; ``heldout_*`` on pairs never seen in training, ``seen_*`` on training pairs.
+    ``*_joint`` needs both right, ``*_colour``/``*_shape`` read the attribute off the same
+    prediction. Retrieval: image→text and text→image recall over ``n`` held-out pairs with
+    their full captions.
+    """
+    prompts, pairs = zero_shot_prompts()
+    classifier = bundle.encode_texts(prompts)  # [40, E]
+    pair_colour = torch.tensor([c for c, _ in pairs])
+    pair_shape = torch.tensor([s for _, s in pairs])
+    metrics = {}
+    for split, name in (("heldout", "heldout"), ("train", "seen")):
+        images, scenes = shapes.eval_set(split, n, resolution=bundle.image_size)
+        predicted = (bundle.encode_images(images) @ classifier.T).argmax(1)
+        colour_ok = pair_colour[predicted] == scenes.colour[:, 0]
+        shape_ok = pair_shape[predicted] == scenes.shape[:, 0]
+        metrics[f"{name}_joint"] = (colour_ok & shape_ok).float().mean().item()
+        metrics[f"{name}_colour"] = colour_ok.float().mean().item()
+        metrics[f"{name}_shape"] = shape_ok.float().mean().item()
+    images, scenes = shapes.eval_set("heldout", n, resolution=bundle.image_size, seed=99)
+    texts = shapes.captions(scenes, 99)
+    r = retrieval_metrics(bundle.encode_images(images), bundle.encode_texts(texts), ks=(1, 5))
+    metrics.update({f"heldout_{k}": v for k, v in r.items()})
+    metrics["chance_joint"] = 1 / len(prompts)
+    return metrics
+
+
+def train_shapes_clip(recipe: Recipe | None = None, out_dir: str | Path | None = None,
+                      resume: bool = True, live_plot: bool = False, eval_every: int | None = None,
+                      eval_n: int = 300) -> tuple[CLIPBundle, Trainer]:
+    """Train a Shapes CLIP with the shared trainer; returns the bundle (EMA-free) and trainer."""
+    recipe = recipe or Recipe()
+    bundle = new_shapes_clip(recipe.model, recipe.train.seed)
+    evaluate = None
+    if eval_every:
+        def evaluate(model, step):
+            m = evaluate_shapes(CLIPBundle(model, bundle.vocab, bundle.mean, bundle.std), n=eval_n)
+            return {k: m[k] for k in ("heldout_joint", "heldout_colour", "heldout_shape", "seen_joint")}
+    trainer = Trainer(bundle.model, contrastive_step, shapes_batches(bundle, recipe.data),
+                      recipe.train, out_dir=out_dir, after_step=CLIP.clamp_logit_scale_,
+                      evaluate=evaluate, eval_every=eval_every, live_plot=live_plot)
+    if resume and out_dir:
+        trainer.resume()
+    trainer.fit()
+    bundle.extra = {"recipe": {"model": recipe.model, "data": asdict(recipe.data),
+                               "train": asdict(recipe.train)}}
+    return bundle, trainer
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA), torch {torch.__version__}"
+    return f"{torch.get_num_threads()} CPU threads ({cpu}), torch {torch.__version__}"
+
+
+def manifest_for(trainer: Trainer, command: str, metrics: dict) -> dict:
+    return {"command": command, "train_seconds": round(trainer.elapsed, 1),
+            "train_minutes": round(trainer.elapsed / 60, 2), "steps": trainer.step,
+            "hardware": hardware(), "metrics": metrics,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "final_loss": trainer.history[-1]["loss"] if trainer.history else None}
+
+
+def train(config: str, recipe: Recipe | None = None, **kwargs) -> tuple[CLIPBundle, Trainer]:
+    """Dispatch on the world the config name belongs to."""
+    if config.startswith("shapes"):
+        return train_shapes_clip(recipe, **kwargs)
+    if config.startswith("emoji"):
+        from unclip_lite.clip.emoji_recipe import train_emoji_clip
+
+        return train_emoji_clip(recipe, **kwargs)
+    raise ValueError(f"no training recipe for {config!r}; recipes: {', '.join(RECIPES)}")
+
+
+def evaluate(config: str, bundle: CLIPBundle, n: int = 1000) -> dict:
+    if config.startswith("shapes"):
+        return evaluate_shapes(bundle, n=n)
+    if config.startswith("emoji"):
+        from unclip_lite.clip.emoji_recipe import evaluate_emoji
+
+        return evaluate_emoji(bundle)
+    raise ValueError(f"no evaluation for {config!r}")
