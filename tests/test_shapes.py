@@ -143,3 +143,22 @@ def test_non_positive_size_is_refused():
     scenes.radius = -torch.ones_like(scenes.radius)
     with pytest.raises(ValueError, match="radius must be positive"):
         S.render(scenes)
+
+
+def test_recolouring_never_shows_a_held_out_pair():
+    """Jittered colours stay nearest their own palette colour; unnamed (shape-only) objects
+    are grey or a random colour whose nearest palette colour is no held-out partner."""
+    scenes = S.sample_scenes(20_000, 3, split="train")
+    out = S.recolour(scenes, 4, hue_jitter=10, sv_jitter=0.15, grey_fraction=0.4, any_hue=0.5)
+    named = out.colour[:, 0] >= 0
+    assert torch.equal(S.nearest_palette(out.rgb[named, 0]), out.colour[named, 0])
+    unnamed = ~named
+    assert 0.35 < unnamed.float().mean() < 0.45
+    rgb = out.rgb[unnamed, 0]
+    is_grey = (rgb.max(-1).values - rgb.min(-1).values) < 1e-6
+    assert 0.2 < (~is_grey).float().mean() < 0.5  # about half vivid, minus the refused ones
+    nearest = S.nearest_palette(rgb[~is_grey])
+    assert not S.HELD_OUT_TABLE[nearest, out.shape[unnamed, 0][~is_grey]].any()
+    for text in S.captions(out[:200], 0):
+        parsed = S.parse_caption(text)["objects"][0]
+        assert "shape" in parsed

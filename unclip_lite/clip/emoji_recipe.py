@@ -13,12 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from unclip_lite.clip.bundle import CLIPBundle
-from unclip_lite.clip.configs import get_config
-from unclip_lite.clip.model import CLIP
 from unclip_lite.clip.zeroshot import accuracy_at_k, linear_probe, retrieval_metrics, zero_shot_classifier
 from unclip_lite.data import emoji
 from unclip_lite.tokenizer import CompactVocab
-from unclip_lite.train import TrainConfig, Trainer
+from unclip_lite.train import TrainConfig, Trainer  # noqa: F401  (Trainer: the return type)
 
 TEST_EVERY = 5  # every 5th emoji (in Unicode order) is held out for evaluation
 CAPTION_TEMPLATES = ("{name}", "an emoji of {name}", "{name}, {subgroup}", "a {subgroup} emoji: {name}")
@@ -75,15 +73,6 @@ def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], gen: t
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def new_emoji_clip(model: str = "emoji-tiny", seed: int = 0) -> CLIPBundle:
-    vocab = emoji_vocab()
-    config = get_config(model)
-    config.text.vocab_size = vocab.size
-    config.text.eot_token_id = vocab.EOT
-    torch.manual_seed(seed)
-    return CLIPBundle(CLIP(config), vocab)
-
-
 def load_emoji_images(records, resolution: int) -> torch.Tensor:
     return emoji.EmojiDataset(records, resolution=resolution).load_all(progress=False)[0]
 
@@ -106,16 +95,13 @@ def emoji_batches(bundle: CLIPBundle, data: EmojiData):
 
 def train_emoji_clip(recipe: EmojiRecipe | None = None, out_dir=None, resume: bool = True,
                      live_plot: bool = False) -> tuple[CLIPBundle, Trainer]:
-    from unclip_lite.clip.recipes import contrastive_step
+    from unclip_lite.clip.recipes import fit_clip, new_clip
 
     recipe = recipe or EmojiRecipe()
-    bundle = new_emoji_clip(recipe.model, recipe.train.seed)
-    trainer = Trainer(bundle.model, contrastive_step, emoji_batches(bundle, recipe.data), recipe.train,
-                      out_dir=out_dir, after_step=CLIP.clamp_logit_scale_, live_plot=live_plot)
-    if resume and out_dir:
-        trainer.resume()
-    trainer.fit()
-    bundle.extra = {"recipe": {"model": recipe.model, "data": asdict(recipe.data), "train": asdict(recipe.train)}}
+    bundle = new_clip(recipe.model, emoji_vocab(), recipe.train.seed)
+    record = {"model": recipe.model, "data": asdict(recipe.data), "train": asdict(recipe.train)}
+    trainer = fit_clip(bundle, emoji_batches(bundle, recipe.data), recipe.train, record, out_dir,
+                       resume, live_plot=live_plot)
     return bundle, trainer
 
 

@@ -16,7 +16,7 @@ from unclip_lite.clip.bundle import CLIPBundle
 from unclip_lite.clip.configs import get_config
 from unclip_lite.clip.loss import distributed_clip_loss
 from unclip_lite.clip.model import CLIP
-from unclip_lite.clip.zeroshot import accuracy_at_k, linear_probe, retrieval_metrics, zero_shot_classifier
+from unclip_lite.clip.zeroshot import retrieval_metrics
 from unclip_lite.data import shapes
 from unclip_lite.tokenizer import CompactVocab
 from unclip_lite.train import TrainConfig, Trainer
@@ -29,7 +29,7 @@ class ShapesData:
     batch_size: int = 256
     hue_jitter: float = 10.0      # degrees: colour names cover a range of hues, not one RGB
     sv_jitter: float = 0.15       # relative saturation/value change
-    grey_fraction: float = 0.2    # grey objects captioned by shape alone: shape without colour
+    grey_fraction: float = 0.3    # grey objects captioned by shape alone: shape without colour
     two_object_fraction: float = 0.0
     seed: int = 0
 
@@ -39,7 +39,7 @@ class Recipe:
     model: str = "shapes-tiny"
     data: ShapesData = field(default_factory=ShapesData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=600, lr=1e-3, warmup=50, weight_decay=0.1, precision="bf16", log_every=10))
+        steps=600, lr=2e-3, warmup=100, weight_decay=0.1, precision="bf16", log_every=10))
 
 
 def _emoji_recipe():
@@ -56,13 +56,30 @@ def shapes_vocab() -> CompactVocab:
     return CompactVocab.from_corpus(shapes.caption_corpus())
 
 
-def new_shapes_clip(model: str = "shapes-tiny", seed: int = 0) -> CLIPBundle:
-    vocab = shapes_vocab()
+def new_clip(model: str, vocab: CompactVocab, seed: int = 0) -> CLIPBundle:
+    """A freshly initialised CLIP preset whose text tower reads the compact ``vocab``."""
     config = get_config(model)
     config.text.vocab_size = vocab.size
     config.text.eot_token_id = vocab.EOT
     torch.manual_seed(seed)
     return CLIPBundle(CLIP(config), vocab)
+
+
+def new_shapes_clip(model: str = "shapes-tiny", seed: int = 0) -> CLIPBundle:
+    return new_clip(model, shapes_vocab(), seed)
+
+
+def fit_clip(bundle: CLIPBundle, batches, config: TrainConfig, recipe_record: dict,
+             out_dir=None, resume: bool = True, **trainer_kwargs) -> Trainer:
+    """Train ``bundle.model`` contrastively with the shared trainer (resuming from
+    ``out_dir`` if a state is there) and record the recipe in ``bundle.extra``."""
+    trainer = Trainer(bundle.model, contrastive_step, batches, config, out_dir=out_dir,
+                      after_step=CLIP.clamp_logit_scale_, **trainer_kwargs)
+    if resume and out_dir:
+        trainer.resume()
+    trainer.fit()
+    bundle.extra = {"recipe": recipe_record}
+    return trainer
 
 
 def shapes_batches(bundle: CLIPBundle, data: ShapesData):
@@ -101,7 +118,8 @@ def evaluate_shapes(bundle: CLIPBundle, n: int = 1000) -> dict:
     Zero-shot: each single-object image is classified among all 40 "a {colour} {shape}"
     prompts; ``heldout_*`` on pairs never seen in training, ``seen_*`` on training pairs.
     ``*_joint`` needs both right, ``*_colour``/``*_shape`` read the attribute off the same
-    prediction. Retrieval: image→text and text→image recall over ``n`` held-out pairs with
+    prediction, ``*_colour_alone``/``*_shape_alone`` classify one attribute by summing the
+    softmax over the other (the marginal). Retrieval: image→text and text→image recall over ``n`` held-out pairs with
     their full captions.
     """
     prompts, pairs = zero_shot_prompts()
@@ -109,14 +127,23 @@ def evaluate_shapes(bundle: CLIPBundle, n: int = 1000) -> dict:
     pair_colour = torch.tensor([c for c, _ in pairs])
     pair_shape = torch.tensor([s for _, s in pairs])
     metrics = {}
+    scale = bundle.model.scale().item()
+    n_colours, n_shapes = len(shapes.COLOURS), len(shapes.SHAPES)
     for split, name in (("heldout", "heldout"), ("train", "seen")):
         images, scenes = shapes.eval_set(split, n, resolution=bundle.image_size)
-        predicted = (bundle.encode_images(images) @ classifier.T).argmax(1)
+        logits = scale * bundle.encode_images(images) @ classifier.T  # [n, 40]
+        predicted = logits.argmax(1)
         colour_ok = pair_colour[predicted] == scenes.colour[:, 0]
         shape_ok = pair_shape[predicted] == scenes.shape[:, 0]
         metrics[f"{name}_joint"] = (colour_ok & shape_ok).float().mean().item()
         metrics[f"{name}_colour"] = colour_ok.float().mean().item()
         metrics[f"{name}_shape"] = shape_ok.float().mean().item()
+        # Each attribute alone: marginalise the other out of the 40-way softmax.
+        grid = logits.view(-1, n_colours, n_shapes)  # pairs are enumerated colour-major
+        colour_alone = grid.logsumexp(2).argmax(1) == scenes.colour[:, 0]
+        shape_alone = grid.logsumexp(1).argmax(1) == scenes.shape[:, 0]
+        metrics[f"{name}_colour_alone"] = colour_alone.float().mean().item()
+        metrics[f"{name}_shape_alone"] = shape_alone.float().mean().item()
     images, scenes = shapes.eval_set("heldout", n, resolution=bundle.image_size, seed=99)
     texts = shapes.captions(scenes, 99)
     r = retrieval_metrics(bundle.encode_images(images), bundle.encode_texts(texts), ks=(1, 5))
@@ -131,19 +158,14 @@ def train_shapes_clip(recipe: Recipe | None = None, out_dir: str | Path | None =
     """Train a Shapes CLIP with the shared trainer; returns the bundle (EMA-free) and trainer."""
     recipe = recipe or Recipe()
     bundle = new_shapes_clip(recipe.model, recipe.train.seed)
-    evaluate = None
-    if eval_every:
-        def evaluate(model, step):
-            m = evaluate_shapes(CLIPBundle(model, bundle.vocab, bundle.mean, bundle.std), n=eval_n)
-            return {k: m[k] for k in ("heldout_joint", "heldout_colour", "heldout_shape", "seen_joint")}
-    trainer = Trainer(bundle.model, contrastive_step, shapes_batches(bundle, recipe.data),
-                      recipe.train, out_dir=out_dir, after_step=CLIP.clamp_logit_scale_,
-                      evaluate=evaluate, eval_every=eval_every, live_plot=live_plot)
-    if resume and out_dir:
-        trainer.resume()
-    trainer.fit()
-    bundle.extra = {"recipe": {"model": recipe.model, "data": asdict(recipe.data),
-                               "train": asdict(recipe.train)}}
+
+    def evaluate(model, step):
+        m = evaluate_shapes(CLIPBundle(model, bundle.vocab, bundle.mean, bundle.std), n=eval_n)
+        return {k: m[k] for k in ("heldout_joint", "heldout_colour", "heldout_shape", "seen_joint")}
+
+    record = {"model": recipe.model, "data": asdict(recipe.data), "train": asdict(recipe.train)}
+    trainer = fit_clip(bundle, shapes_batches(bundle, recipe.data), recipe.train, record, out_dir,
+                       resume, evaluate=evaluate, eval_every=eval_every, live_plot=live_plot)
     return bundle, trainer
 
 

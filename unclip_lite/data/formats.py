@@ -24,7 +24,7 @@ import csv
 import io
 import tarfile
 from functools import partial
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch

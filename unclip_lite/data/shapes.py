@@ -267,15 +267,22 @@ def _rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return h, torch.where(v > 0, c / v.clamp(min=1e-8), torch.zeros_like(v)), v
 
 
+def nearest_palette(rgb: torch.Tensor) -> torch.Tensor:
+    """Index of the palette colour nearest (in RGB) to each colour ``[..., 3]``."""
+    return torch.cdist(rgb.reshape(-1, 3), palette_tensor()).argmin(-1).view(rgb.shape[:-1])
+
+
 def recolour(scenes: Scenes, generator: torch.Generator | int = 0, hue_jitter: float = 0.0,
-             sv_jitter: float = 0.0, grey_fraction: float = 0.0) -> Scenes:
+             sv_jitter: float = 0.0, grey_fraction: float = 0.0, any_hue: float = 0.0) -> Scenes:
     """Vary each object's exact colour so that colour and shape are learned separately.
 
     Every object keeps its palette name but its RGB is jittered (``hue_jitter`` in degrees,
     ``sv_jitter`` a relative change of saturation and value). A ``grey_fraction`` of
-    single-object scenes become grey: their colour index is :data:`GREY` and their captions
-    name only the shape. Neither change can produce a held-out pair: jittered colours stay
-    nearer their own palette colour than any other, and grey is no palette colour.
+    single-object scenes lose their colour name (index :data:`GREY`; captions name only the
+    shape); of those, an ``any_hue`` fraction get a random vivid colour instead of grey.
+    None of this can produce a held-out pair, even in pixels: jittered colours stay nearest
+    their own palette colour, and a random colour whose nearest palette colour would make
+    a held-out pair with the shape is replaced by grey (both tested).
     """
     gen = generator if isinstance(generator, torch.Generator) else torch.Generator().manual_seed(generator)
     B, K = scenes.colour.shape
@@ -285,12 +292,21 @@ def recolour(scenes: Scenes, generator: torch.Generator | int = 0, hue_jitter: f
     sat = (sat * (1 + _uniform(gen, (B, K), -sv_jitter, sv_jitter))).clamp(0, 1)
     val = (val * (1 + _uniform(gen, (B, K), -sv_jitter, sv_jitter))).clamp(0, 1)
     rgb = _hsv_to_rgb(h, sat, val)
+    # A jitter that lands nearer another palette colour (yellow ↔ orange, red ↔ orange) could
+    # draw, say, an orange triangle that looks yellow — a held-out pair in pixels: undo it.
+    strayed = nearest_palette(rgb) != scenes.colour
+    rgb = torch.where(strayed[..., None], base, rgb)
     colour = scenes.colour.clone()
     if K == 1 and grey_fraction > 0:
-        grey = torch.rand(B, generator=gen) < grey_fraction
-        level = _uniform(gen, (B, 1, 1), 0.45, 0.95).expand(B, 1, 3)
-        rgb = torch.where(grey[:, None, None], level, rgb)
-        colour[grey] = GREY
+        unnamed = torch.rand(B, generator=gen) < grey_fraction  # [B]
+        grey = _uniform(gen, (B, 1, 1), 0.45, 0.95).expand(B, 1, 3)
+        vivid = _hsv_to_rgb(torch.rand(B, 1, generator=gen), _uniform(gen, (B, 1), 0.5, 1.0),
+                            _uniform(gen, (B, 1), 0.6, 1.0))  # [B, 1, 3]
+        looks_held_out = HELD_OUT_TABLE[nearest_palette(vivid)[:, 0], scenes.shape[:, 0]]
+        use_vivid = (torch.rand(B, generator=gen) < any_hue) & ~looks_held_out
+        unnamed_rgb = torch.where(use_vivid[:, None, None], vivid, grey)
+        rgb = torch.where(unnamed[:, None, None], unnamed_rgb, rgb)
+        colour[unnamed] = GREY
     out = Scenes(**scenes.__dict__)
     out.colour, out.rgb = colour, rgb
     return out
@@ -508,12 +524,14 @@ class ShapesStream(torch.utils.data.IterableDataset):
 
     def __init__(self, batch_size: int = 128, resolution: int = 32, seed: int = 0,
                  split: str = "train", two_object_fraction: float = 0.0, start: int = 0,
-                 hue_jitter: float = 0.0, sv_jitter: float = 0.0, grey_fraction: float = 0.0):
+                 hue_jitter: float = 0.0, sv_jitter: float = 0.0, grey_fraction: float = 0.0,
+                 any_hue: float = 0.0):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size, self.resolution, self.seed = batch_size, resolution, seed
         self.split, self.two_object_fraction, self.start = split, two_object_fraction, start
-        self.recolour = dict(hue_jitter=hue_jitter, sv_jitter=sv_jitter, grey_fraction=grey_fraction)
+        self.recolour = dict(hue_jitter=hue_jitter, sv_jitter=sv_jitter, grey_fraction=grey_fraction,
+                             any_hue=any_hue)
 
     def batch(self, index: int) -> tuple[torch.Tensor, list[str], list[Scenes]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
