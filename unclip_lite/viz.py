@@ -66,17 +66,19 @@ def show_grid(images: torch.Tensor, nrow: int | None = None, title: str | None =
 
 def show_matrix(matrix: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str],
                 title: str | None = None, cmap: str = "viridis", fmt: str = "{:.2f}",
-                annotate: bool = True):
+                annotate: bool = True, vmin: float | None = None, vmax: float | None = None):
     """A labelled heat map, e.g. a similarity matrix or an accuracy table."""
     import matplotlib.pyplot as plt
 
     m = matrix.detach().float().cpu()
     fig, ax = plt.subplots(figsize=(0.6 * len(col_labels) + 2.5, 0.45 * len(row_labels) + 1.5))
-    im = ax.imshow(m.numpy(), cmap=cmap)
+    im = ax.imshow(m.numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha="right")
     ax.set_yticks(range(len(row_labels)), row_labels)
     if annotate:
-        middle = (m.max() + m.min()).item() / 2  # dark text on the bright half of the map
+        lo = m.min().item() if vmin is None else vmin
+        hi = m.max().item() if vmax is None else vmax
+        middle = (lo + hi) / 2  # dark text on the bright half of the map
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 ax.text(j, i, fmt.format(m[i, j].item()), ha="center", va="center",
