@@ -100,6 +100,11 @@ def cmd_eval(args) -> int:
         torch.set_num_threads(args.threads)
     manifest = read_manifest(args.checkpoint)
     kind = manifest.get("kind")
+    if kind == "judge":
+        from unclip_lite.judge import evaluate_judge, load_judge
+
+        print(json.dumps(evaluate_judge(load_judge(args.checkpoint), n=args.n), sort_keys=True))
+        return 0
     if kind != "clip":
         raise ValueError(f"{args.checkpoint}: no evaluation for a checkpoint of kind {kind!r}")
     bundle = load_clip(args.checkpoint)

@@ -5,6 +5,7 @@ call these functions; chapter 02 calls them too, with a shorter schedule.
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -107,8 +108,7 @@ def contrastive_step(model, batch):
 def zero_shot_prompts() -> tuple[list[str], list[tuple[int, int]]]:
     """One prompt per colour × shape pair ("a red circle"), and the pair each one names."""
     pairs = [(c, s) for c in range(len(shapes.COLOURS)) for s in range(len(shapes.SHAPES))]
-    label = lambda c, s: {"objects": [{"colour": shapes.COLOURS[c], "shape": shapes.SHAPES[s], "size": "large"}]}
-    return [shapes._caption(label(c, s), shapes.ZEROSHOT_TEMPLATE) for c, s in pairs], pairs
+    return [shapes.zero_shot_prompt(shapes.COLOURS[c], shapes.SHAPES[s]) for c, s in pairs], pairs
 
 
 @torch.no_grad()
@@ -173,7 +173,8 @@ def hardware() -> str:
     cpu = platform.processor() or platform.machine()
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA), torch {torch.__version__}"
-    return f"{torch.get_num_threads()} CPU threads ({cpu}), torch {torch.__version__}"
+    return (f"{torch.get_num_threads()} CPU threads of {os.cpu_count()} cores ({cpu}), "
+            f"no GPU, torch {torch.__version__}")
 
 
 def manifest_for(trainer: Trainer, command: str, metrics: dict) -> dict:

@@ -474,6 +474,12 @@ def captions(scenes: Scenes, generator: torch.Generator | int | None = 0,
     return out
 
 
+def zero_shot_prompt(colour: str, shape: str) -> str:
+    """The prompt that names one colour × shape pair: ``"an orange star"``."""
+    label = {"objects": [{"colour": colour, "shape": shape, "size": SIZE_NAMES[-1]}]}
+    return _caption(label, ZEROSHOT_TEMPLATE)
+
+
 def parse_caption(text: str) -> dict:
     """Recover what a caption states: ``{"objects": [{"colour", "shape", "size"?}], ...}``.
 
