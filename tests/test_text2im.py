@@ -1,0 +1,191 @@
+"""GLIDE's text-conditional model and classifier-free guidance (unclip_lite.glide.text2im / .guidance)."""
+import math
+import time
+
+import pytest
+import torch
+
+from unclip_lite.diffusion import GaussianDiffusion, sample
+from unclip_lite.glide.guidance import classifier_free_guidance
+from unclip_lite.glide.text2im import (EOT, PAD, SOT, TEXT2IM_CONFIGS, Text2Im, Text2ImConfig, drop_captions,
+                                       empty_tokens, encode_prompts, get_text2im_config)
+from unclip_lite.glide.unet import UNetConfig, count_parameters
+from unclip_lite.tokenizer import PromptTooLongError
+
+VOCAB, CTX, W = 12, 8, 32
+
+
+def tiny_config(learn_sigma: bool = False, **kw) -> Text2ImConfig:
+    unet = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
+                      num_head_channels=16, image_size=16, encoder_channels=W, cond_dim=W,
+                      learn_sigma=learn_sigma)
+    return Text2ImConfig(unet, vocab_size=VOCAB, context_length=CTX, text_width=W, text_layers=1,
+                         text_heads=2, **kw)
+
+
+def tiny_model(learn_sigma: bool = False, seed: int = 0) -> Text2Im:
+    torch.manual_seed(seed)
+    model = Text2Im(tiny_config(learn_sigma)).eval()
+    with torch.no_grad():  # the U-Net's last conv starts at zero: make outputs non-trivial
+        for p in model.unet.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(std=0.05)
+    return model
+
+
+def captions() -> torch.Tensor:
+    return torch.tensor([[SOT, 5, 6, 7, EOT, PAD, PAD, PAD],
+                         [SOT, 8, EOT, PAD, PAD, PAD, PAD, PAD]])
+
+
+def test_shapes_and_mask():
+    model = tiny_model(learn_sigma=True)
+    tokens = captions()
+    xf, pooled, mask = model.text(tokens)
+    assert xf.shape == (2, CTX, W) and pooled.shape == (2, W)
+    assert torch.equal(pooled, xf[:, -1])
+    assert torch.equal(mask, tokens != PAD)
+    assert mask[0, :5].all() and not mask[0, 5:].any()  # nothing after EOT counts as a real token
+    out = model(torch.randn(2, 3, 16, 16), torch.tensor([3, 700]), tokens)
+    assert out.shape == (2, 6, 16, 16)
+    assert torch.equal(empty_tokens(2, CTX), torch.tensor([[SOT, EOT] + [PAD] * (CTX - 2)] * 2))
+    assert torch.equal(model.empty_tokens(3), empty_tokens(3, CTX))
+
+
+def test_padding_embedding_is_used_and_pad_row_is_not():
+    model = tiny_model()
+    tokens, x, t = captions(), torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    with torch.no_grad():
+        base = model(x, t, tokens)
+        model.text.token_embedding.weight[PAD].add_(1.0)  # the PAD row is never read
+        assert torch.allclose(model(x, t, tokens), base, atol=0, rtol=0)
+        model.text.padding_embedding[-1].add_(torch.randn(W))  # the learned padding vector is (a
+        # constant shift would vanish in LayerNorm)
+        assert not torch.allclose(model(x, t, tokens), base, atol=1e-4)
+
+
+def test_unet_masks_padding_slots():
+    model = tiny_model()
+    xf, pooled, mask = model.text(captions())
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    with torch.no_grad():
+        base = model.unet(x, t, context=xf, context_mask=mask, cond=pooled)
+        xf2 = torch.where(mask[..., None], xf, xf + 5.0)  # change only the padding slots' context
+        assert torch.allclose(model.unet(x, t, context=xf2, context_mask=mask, cond=pooled), base, atol=1e-5)
+
+
+def naive(model, x, t, tokens, scale):
+    cond = model(x, t, tokens)
+    uncond = model(x, t, model.empty_tokens(len(x)))
+    C = x.shape[1]
+    return torch.cat([uncond[:, :C] + scale * (cond[:, :C] - uncond[:, :C]), cond[:, C:]], dim=1)
+
+
+@pytest.mark.parametrize("learn_sigma", [False, True])
+def test_guidance_matches_two_passes(learn_sigma):
+    model = tiny_model(learn_sigma)
+    tokens, x, t = captions(), torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    C = 3
+    with torch.no_grad():
+        cond, uncond = model(x, t, tokens), model(x, t, model.empty_tokens(2))
+        assert not torch.allclose(cond, uncond, atol=1e-4)
+        for scale in (0.0, 1.0, 3.0):
+            out = classifier_free_guidance(model, tokens, scale)(x, t)
+            assert out.shape == cond.shape
+            assert torch.allclose(out, naive(model, x, t, tokens, scale), atol=1e-5)
+        assert torch.allclose(classifier_free_guidance(model, tokens, 1.0)(x, t), cond, atol=1e-5)
+        s0 = classifier_free_guidance(model, tokens, 0.0)(x, t)
+        assert torch.allclose(s0[:, :C], uncond[:, :C], atol=1e-5)
+        if learn_sigma:  # the variance half is the conditional one at every scale
+            assert torch.allclose(classifier_free_guidance(model, tokens, 7.0)(x, t)[:, C:], cond[:, C:], atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [-0.1, 50.5, float("nan"), float("inf"), "big"])
+def test_guidance_rejects_bad_scale(scale):
+    with pytest.raises(ValueError, match="scale"):
+        classifier_free_guidance(tiny_model(), captions(), scale)
+
+
+def test_guidance_rejects_batch_mismatch():
+    fn = classifier_free_guidance(tiny_model(), captions(), 3.0)
+    with pytest.raises(ValueError, match="batch"):
+        fn(torch.randn(3, 3, 16, 16), torch.tensor([1, 1, 1]))
+
+
+def test_drop_captions_rate():
+    tokens = captions()[:1].repeat(4000, 1)
+    dropped = drop_captions(tokens, 0.2, torch.Generator().manual_seed(0))
+    is_empty = (dropped == empty_tokens(1, CTX)).all(1)
+    assert torch.equal(dropped[~is_empty], tokens[~is_empty])
+    assert abs(is_empty.float().mean().item() - 0.2) < 0.03
+    model = Text2Im(tiny_config(p_uncond=0.5))
+    rate = (model.drop_captions(tokens, torch.Generator().manual_seed(1)) == model.empty_tokens(1)).all(1)
+    assert abs(rate.float().mean().item() - 0.5) < 0.04
+    assert torch.equal(drop_captions(tokens, 0.0), tokens)
+
+
+def test_tiny_model_trains_and_samples_with_guidance():
+    torch.manual_seed(0)
+    model = Text2Im(tiny_config())
+    diffusion = GaussianDiffusion.from_schedule("cosine", 100)
+    x0 = torch.rand(4, 3, 16, 16) * 2 - 1
+    tokens = captions().repeat(2, 1)
+    t = torch.tensor([10, 30, 60, 90])
+    noise = torch.randn_like(x0)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(20):
+        loss = diffusion.training_losses(model, x0, t, noise, model_kwargs={"tokens": tokens})["loss"].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert min(losses[-5:]) < 0.7 * losses[0], losses
+    model.eval()
+    with torch.no_grad():
+        imgs = sample(diffusion, classifier_free_guidance(model, tokens, 3.0), (4, 3, 16, 16),
+                      sampler="ddim", steps=5, generator=torch.Generator().manual_seed(0), progress=False)
+    assert imgs.shape == (4, 3, 16, 16) and torch.isfinite(imgs).all()
+
+
+def test_config_validation_and_roundtrip():
+    cfg = tiny_config()
+    assert Text2ImConfig.from_dict(cfg.to_dict()) == cfg
+    bad = tiny_config().unet
+    bad.encoder_channels = 64
+    with pytest.raises(ValueError, match="encoder_channels"):
+        Text2ImConfig(bad, vocab_size=VOCAB, context_length=CTX, text_width=W, text_layers=1, text_heads=2)
+    bad = tiny_config().unet
+    bad.cond_dim = None
+    with pytest.raises(ValueError, match="cond_dim"):
+        Text2ImConfig(bad, vocab_size=VOCAB, context_length=CTX, text_width=W, text_layers=1, text_heads=2)
+    with pytest.raises(ValueError, match="unknown Text2Im config"):
+        get_text2im_config("glide-huge")
+    with pytest.raises(ValueError, match="vocab_size"):
+        Text2Im(get_text2im_config("shapes-tiny"))
+    with pytest.raises(ValueError, match="unknown Text2ImConfig keys"):
+        Text2ImConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    assert set(TEXT2IM_CONFIGS) == {"shapes-tiny", "glide-base-released", "glide-base-paper"}
+
+
+def test_encode_prompts():
+    from unclip_lite.clip.recipes import shapes_vocab
+
+    vocab = shapes_vocab()
+    ids = encode_prompts(vocab, ["a red circle", "a blue square"], 24)
+    assert ids.shape == (2, 24) and (ids[:, 0] == SOT).all()
+    long_prompt = " ".join(["a red circle"] * 10)
+    with pytest.raises(PromptTooLongError, match="red circle"):
+        encode_prompts(vocab, ["a red circle", long_prompt], 24)
+
+
+def test_released_preset_on_meta_is_fast():
+    with torch.device("meta"):
+        Text2Im(get_text2im_config("shapes-tiny", vocab_size=40))  # warm up meta dispatch
+        start = time.perf_counter()
+        model = Text2Im(get_text2im_config("glide-base-released"))
+        elapsed = time.perf_counter() - start
+    assert elapsed < 1.0
+    assert count_parameters(model) == 385_030_726  # glide-text2im's base model: 385M
+    assert count_parameters(model.text) == 76_301_824

@@ -1,0 +1,46 @@
+"""Classifier-free guidance (Ho & Salimans 2021; GLIDE, Nichol et al. 2021, §2.4, eq. 4)::
+
+    ε̂(x_t | c) = ε_θ(x_t | ∅) + s · (ε_θ(x_t | c) - ε_θ(x_t | ∅))
+
+s = 1 is the plain conditional model, s = 0 the unconditional one, s > 1 pushes samples
+toward the caption (GLIDE samples at s = 3). Both predictions come from one batched forward
+over [x; x] with [caption; empty caption]. With a learned variance (2C outputs) only the ε half
+is guided; the variance half is the conditional one, as in glide-text2im.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+MAX_SCALE = 50.0
+
+
+def classifier_free_guidance(model, tokens: torch.Tensor, scale: float
+                             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A ``model_fn(x, t)`` for the samplers that guides ``model`` (a :class:`~.text2im.Text2Im`,
+    anything with ``forward(x, t, tokens)`` and ``empty_tokens(batch, device)``) toward ``tokens`` [B, L]."""
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance scale must be a number, got {scale!r}") from None
+    if not math.isfinite(scale) or not 0.0 <= scale <= MAX_SCALE:
+        raise ValueError(f"guidance scale must be finite and in [0, {MAX_SCALE:g}], got {scale}")
+    if tokens.dim() != 2 or len(tokens) == 0:
+        raise ValueError(f"expected tokens of shape [B, L] with B >= 1, got {tuple(tokens.shape)}")
+    empty = model.empty_tokens(len(tokens), device=tokens.device)  # [B, L]
+    both_tokens = torch.cat([tokens, empty])  # [2B, L]
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        B, C = x.shape[:2]
+        if B != len(tokens):
+            raise ValueError(f"x has batch {B} but guidance was built for {len(tokens)} captions")
+        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(B)  # [B]
+        out = model(torch.cat([x, x]), torch.cat([t, t]), both_tokens)  # [2B, C or 2C, H, W]
+        eps, rest = out[:, :C], out[:, C:]
+        eps_c, eps_u = eps[:B], eps[B:]  # [B, C, H, W] each
+        guided = eps_u + scale * (eps_c - eps_u)
+        return torch.cat([guided, rest[:B]], dim=1)  # variance half (if any): the conditional one
+
+    return model_fn

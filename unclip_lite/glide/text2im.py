@@ -1,0 +1,186 @@
+"""GLIDE's text-conditional diffusion model (Nichol et al. 2021, §2.3-2.4).
+
+A transformer reads the caption; its output feeds the ADM U-Net (:mod:`.unet`) two ways::
+
+    tokens [B, L] --embed + pos--> (PAD slots -> learned padding_embedding) --Transformer--> LN
+        -> xf_out [B, L, W]  every U-Net attention layer also attends to it  (``context``)
+        -> xf_out[:, -1]     the last position, added to the timestep embedding (``cond``)
+
+GLIDE does not mask padding out of its text transformer: each PAD slot gets its own learned
+vector ("padding_embedding"), so the model can tell an empty caption from a short one. For
+classifier-free guidance (§2.4; Ho & Salimans 2021) the caption is replaced by the empty one
+([SOT, EOT, PAD, ...]) for a fraction ``p_uncond`` (GLIDE: 20%) of training examples; see
+:func:`drop_captions` and :mod:`.guidance`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from unclip_lite.glide.unet import UNet, UNetConfig, get_unet_config
+from unclip_lite.nn import LayerNorm, Transformer
+from unclip_lite.tokenizer import CompactVocab, PromptTooLongError
+
+PAD, SOT, EOT = CompactVocab.PAD, CompactVocab.SOT, CompactVocab.EOT
+
+
+@dataclass
+class Text2ImConfig:
+    """GLIDE's text model (§2.3). ``unet.encoder_channels`` and ``unet.cond_dim`` must equal
+    ``text_width``. ``vocab_size=None`` means "set at build time" (e.g. a compact vocab)."""
+
+    unet: UNetConfig
+    vocab_size: int | None = None
+    context_length: int = 24
+    text_width: int = 128
+    text_layers: int = 4
+    text_heads: int = 4
+    p_uncond: float = 0.2  # probability of training on the empty caption (GLIDE §2.4: 20%)
+
+    def __post_init__(self):
+        if isinstance(self.unet, dict):
+            self.unet = UNetConfig.from_dict(self.unet)
+        for name in ("context_length", "text_width", "text_layers", "text_heads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"Text2ImConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.context_length < 2:
+            raise ValueError(f"context_length must be >= 2 (room for start and end), got {self.context_length}")
+        if self.vocab_size is not None and self.vocab_size <= EOT:
+            raise ValueError(f"vocab_size must be > {EOT} (pad, start and end come first), got {self.vocab_size}")
+        if self.text_width % self.text_heads:
+            raise ValueError(f"text_width {self.text_width} is not divisible by text_heads {self.text_heads}")
+        if not 0.0 <= self.p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1], got {self.p_uncond}")
+        for name in ("encoder_channels", "cond_dim"):
+            if getattr(self.unet, name) != self.text_width:
+                raise ValueError(f"unet.{name}={getattr(self.unet, name)} must equal text_width={self.text_width} "
+                                 f"(the U-Net reads the text tokens and the pooled text vector at that width)")
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["unet"] = self.unet.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Text2ImConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown Text2ImConfig keys {unknown}; expected some of {sorted(known)}")
+        return cls(**{**d, "unet": UNetConfig.from_dict(dict(d["unet"]))})
+
+
+def _with_text(unet: str, width: int) -> UNetConfig:
+    cfg = get_unet_config(unet)
+    cfg.encoder_channels = cfg.cond_dim = width
+    return cfg
+
+
+TEXT2IM_CONFIGS: dict[str, Text2ImConfig] = {
+    # 32 px Shapes; vocab_size comes from the Shapes CompactVocab at build time (40 ids)
+    "shapes-tiny": Text2ImConfig(_with_text("shapes-tiny", 128), None, 24, 128, 4, 4),
+    # glide-text2im's released base model: text_ctx 128, xf_width 512, 16 layers, 8 heads, GPT-2 BPE
+    "glide-base-released": Text2ImConfig(get_unet_config("glide-base-released"), 50257, 128, 512, 16, 8),
+    # the paper's 3.5B model (§4): a 1.2B text transformer of width 2048, 24 blocks
+    "glide-base-paper": Text2ImConfig(get_unet_config("glide-base-paper"), 50257, 128, 2048, 24, 32),
+}
+
+
+def get_text2im_config(name: str, vocab_size: int | None = None) -> Text2ImConfig:
+    """A fresh copy of the preset ``name``; ``vocab_size`` overrides (or fills in) the preset's."""
+    if name not in TEXT2IM_CONFIGS:
+        raise ValueError(f"unknown Text2Im config {name!r}; choose one of {sorted(TEXT2IM_CONFIGS)}")
+    cfg = Text2ImConfig.from_dict(TEXT2IM_CONFIGS[name].to_dict())
+    if vocab_size is not None:
+        cfg.vocab_size = vocab_size
+        cfg.__post_init__()
+    return cfg
+
+
+def empty_tokens(batch: int, context_length: int, device: torch.device | str | None = None) -> torch.LongTensor:
+    """The empty caption [SOT, EOT, PAD, ...] repeated: [batch, context_length]."""
+    out = torch.full((batch, context_length), PAD, dtype=torch.long, device=device)
+    out[:, 0], out[:, 1] = SOT, EOT
+    return out
+
+
+def drop_captions(tokens: torch.Tensor, p_uncond: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each row of ``tokens`` [B, L] by the empty caption with probability ``p_uncond``
+    (GLIDE §2.4), so one network learns both p(x | caption) and p(x)."""
+    if not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
+    gen_device = generator.device if generator is not None else tokens.device
+    drop = (torch.rand(len(tokens), generator=generator, device=gen_device) < p_uncond).to(tokens.device)  # [B]
+    return torch.where(drop[:, None], empty_tokens(*tokens.shape, device=tokens.device), tokens)
+
+
+def encode_prompts(vocab, prompts: str | Sequence[str], context_length: int) -> torch.LongTensor:
+    """Token ids [N, context_length] for ``prompts``. GLIDE silently truncates long captions;
+    we refuse with :class:`PromptTooLongError` naming the prompt."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("encode_prompts needs at least one prompt")
+    try:
+        return vocab(prompts, context_length, truncate=False)
+    except PromptTooLongError as err:
+        raise PromptTooLongError(f"prompt too long for context_length={context_length}: {err}") from err
+
+
+class TextEncoder(nn.Module):
+    """GLIDE's text transformer (§2.3): embeddings, a non-causal transformer, a final LayerNorm.
+
+    Slots holding PAD take a learned per-position ``padding_embedding`` instead of token +
+    position embedding (glide-text2im's ``xf_padding``); attention is not masked.
+    """
+
+    def __init__(self, vocab_size: int, context_length: int, width: int, layers: int, heads: int):
+        super().__init__()
+        self.context_length = context_length
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
+        self.padding_embedding = nn.Parameter(torch.empty(context_length, width))
+        self.transformer = Transformer(width, layers, heads)
+        self.final_ln = LayerNorm(width)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.padding_embedding, std=0.01)
+        self.transformer.init_weights()
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(xf_out [B, L, W], pooled [B, W], mask [B, L])``; mask is True on real tokens."""
+        if tokens.dim() != 2 or tokens.shape[1] != self.context_length:
+            raise ValueError(f"expected tokens of shape [B, {self.context_length}], got {tuple(tokens.shape)}")
+        mask = tokens != PAD  # [B, L]
+        x = self.token_embedding(tokens) + self.positional_embedding  # [B, L, W]
+        x = torch.where(mask[..., None], x, self.padding_embedding.to(x.dtype))  # [B, L, W]
+        x = self.final_ln(self.transformer(x, causal=False))  # [B, L, W]
+        return x, x[:, -1], mask  # GLIDE pools xf_out[:, :, -1]: the last slot, usually padding
+
+
+class Text2Im(nn.Module):
+    """GLIDE's text-to-image diffusion model: :class:`TextEncoder` + the ADM :class:`UNet`."""
+
+    def __init__(self, config: Text2ImConfig):
+        super().__init__()
+        if config.vocab_size is None:
+            raise ValueError("Text2ImConfig.vocab_size is unset; pass get_text2im_config(name, vocab_size=vocab.size)")
+        self.config = c = config
+        self.text = TextEncoder(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads)
+        self.unet = UNet(c.unet)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """U-Net output [B, C (x2 with learn_sigma), H, W] for x_t [B, C, H, W], t [B], tokens [B, L]."""
+        if len(tokens) != len(x_t):
+            raise ValueError(f"tokens batch {len(tokens)} != x_t batch {len(x_t)}")
+        xf_out, pooled, mask = self.text(tokens)
+        return self.unet(x_t, t, context=xf_out, context_mask=mask, cond=pooled)
+
+    def empty_tokens(self, batch: int, device: torch.device | str | None = None) -> torch.LongTensor:
+        device = device if device is not None else self.text.positional_embedding.device
+        return empty_tokens(batch, self.config.context_length, device)
+
+    def drop_captions(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return drop_captions(tokens, self.config.p_uncond, generator)
