@@ -164,7 +164,7 @@ def test_config_validation_and_roundtrip():
         get_text2im_config("glide-huge")
     with pytest.raises(ValueError, match="vocab_size"):
         Text2Im(get_text2im_config("shapes-tiny"))
-    with pytest.raises(ValueError, match="unknown Text2ImConfig keys"):
+    with pytest.raises(ValueError, match=r"unknown Text2ImConfig field\(s\)"):
         Text2ImConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     assert set(TEXT2IM_CONFIGS) == {"shapes-tiny", "glide-base-released", "glide-base-paper"}
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import fields
 
 import numpy as np
 import torch
@@ -39,3 +40,16 @@ def pick_device(preference: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def config_from_dict(cls, d: dict, where: str | None = None):
+    """``cls(**d)`` for a config dataclass, refusing unknown keys instead of dropping them.
+
+    A checkpoint made by a newer or older version of a model must fail loudly here, not
+    build a different model quietly.
+    """
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {where or cls.__name__} field(s) {unknown}; expected some of {sorted(known)}")
+    return cls(**d)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+
+from unclip_lite.utils import config_from_dict
 
 
 @dataclass
@@ -117,16 +119,8 @@ class CLIPConfig:
         kwargs = {}
         for key, sub_cls in (("vision", VisionConfig), ("text", TextConfig)):
             if key in d:
-                kwargs[key] = _construct(sub_cls, d.pop(key), f"CLIPConfig.{key}")
-        return _construct(cls, {**d, **kwargs}, "CLIPConfig")
-
-
-def _construct(cls, d: dict, where: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown {where} field(s) {unknown}; expected some of {sorted(known)}")
-    return cls(**d)
+                kwargs[key] = config_from_dict(sub_cls, d.pop(key), f"CLIPConfig.{key}")
+        return config_from_dict(cls, {**d, **kwargs}, "CLIPConfig")
 
 
 # ----------------------------------------------------------------------------- presets

@@ -23,6 +23,7 @@ from torch import nn
 from unclip_lite.glide.unet import UNet, UNetConfig, get_unet_config
 from unclip_lite.nn import LayerNorm, Transformer
 from unclip_lite.tokenizer import CompactVocab, PromptTooLongError
+from unclip_lite.utils import config_from_dict
 
 PAD, SOT, EOT = CompactVocab.PAD, CompactVocab.SOT, CompactVocab.EOT
 
@@ -66,11 +67,7 @@ class Text2ImConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> Text2ImConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown Text2ImConfig keys {unknown}; expected some of {sorted(known)}")
-        return cls(**{**d, "unet": UNetConfig.from_dict(dict(d["unet"]))})
+        return config_from_dict(cls, {**d, "unet": UNetConfig.from_dict(dict(d["unet"]))})
 
 
 def _with_text(unet: str, width: int) -> UNetConfig:

@@ -19,12 +19,14 @@ through the same ``cond`` path.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from unclip_lite.utils import config_from_dict
 
 
 @dataclass
@@ -92,11 +94,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> UNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown UNetConfig keys {unknown}; expected some of {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 UNET_CONFIGS: dict[str, UNetConfig] = {
