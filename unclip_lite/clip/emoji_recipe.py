@@ -16,7 +16,7 @@ from unclip_lite.clip.bundle import CLIPBundle
 from unclip_lite.clip.zeroshot import accuracy_at_k, linear_probe, retrieval_metrics, zero_shot_classifier
 from unclip_lite.data import emoji
 from unclip_lite.tokenizer import CompactVocab
-from unclip_lite.train import TrainConfig, Trainer  # noqa: F401  (Trainer: the return type)
+from unclip_lite.train import TrainConfig, Trainer
 
 TEST_EVERY = 5  # every 5th emoji (in Unicode order) is held out for evaluation
 CAPTION_TEMPLATES = ("{name}", "an emoji of {name}", "{name}, {subgroup}", "a {subgroup} emoji: {name}")

@@ -281,7 +281,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        torch.manual_seed(cfg.seed + self.rank) if self.step == 0 else None
+        if self.step == 0:  # a resumed run restores its RNG state instead
+            torch.manual_seed(cfg.seed + self.rank)
         end = cfg.steps if steps is None else min(cfg.steps, self.step + steps)
         plot = LivePlot() if self.live_plot and self.rank == 0 else None
         bar = tqdm(total=end, initial=self.step, disable=not cfg.progress or self.rank != 0,
@@ -293,9 +294,10 @@ class Trainer:
                 record = self.train_step()
                 self.elapsed = base_elapsed + time.perf_counter() - start
                 record["time"] = self.elapsed
-                if self.evaluate and self.eval_every and self.step % self.eval_every == 0:
+                evaluated = bool(self.evaluate and self.eval_every and self.step % self.eval_every == 0)
+                if evaluated:
                     record.update(self.evaluate(self.raw_model, self.step))
-                if self.step % cfg.log_every == 0 or self.step == end or len(record) > 6:
+                if self.step % cfg.log_every == 0 or self.step == end or evaluated:
                     self.history.append(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
                     if plot:
