@@ -1,7 +1,9 @@
 """Every exercise check passes on the reference, reports a stub as not done, and fails on
 plausible wrong answers (the mistakes learners actually make)."""
 import importlib
+import importlib.util
 import pkgutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,6 +154,13 @@ WRONG_ANSWERS = {
     "ch02.ensemble": [ensemble_no_renorm, ensemble_no_prenorm],
     "ch02.recall_at_k": [recall_columns, recall_off_by_one],
 }
+
+# Later chapters keep their wrong answers beside this file, in wrong_answers_chNN.py.
+for _path in sorted(Path(__file__).parent.glob("wrong_answers_ch*.py")):
+    _spec = importlib.util.spec_from_file_location(_path.stem, _path)
+    _module = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_module)
+    WRONG_ANSWERS.update(_module.WRONG_ANSWERS)
 
 
 def stub(*args, **kwargs):

@@ -61,27 +61,42 @@ def cmd_train(args) -> int:
     import torch
 
     from unclip_lite.checkpoints import REGISTRY_DIR
-    from unclip_lite.clip import recipes
+    from unclip_lite.clip import recipes as clip_recipes
+    from unclip_lite.glide import recipes as glide_recipes
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.model != "clip":
-        raise ValueError(f"unknown model kind {args.model!r}; trainable here: clip")
-    if args.config not in recipes.RECIPES:
-        raise ValueError(f"no training recipe for config {args.config!r}; "
-                         f"recipes: {', '.join(recipes.RECIPES)}")
-    recipe = recipes.RECIPES[args.config]()
+    kinds = {"clip": clip_recipes.RECIPES, "glide": glide_recipes.RECIPES}
+    if args.model not in kinds:
+        raise ValueError(f"unknown model kind {args.model!r}; trainable here: {', '.join(kinds)}")
+    if args.config not in kinds[args.model]:
+        raise ValueError(f"no {args.model} training recipe for config {args.config!r}; "
+                         f"recipes: {', '.join(kinds[args.model])}")
+    recipe = kinds[args.model][args.config]()
     if args.steps:
         recipe.train.steps = args.steps
-    name = args.name or f"clip-{args.config}"
+    name = args.name or f"{args.model}-{args.config}"
     out = Path(args.out) if args.out else REGISTRY_DIR / f"{name}.safetensors"
     run_dir = Path(args.run_dir or Path("runs") / name)
-    bundle, trainer = recipes.train(args.config, recipe, out_dir=run_dir, resume=not args.fresh)
-    if trainer.rank != 0:
-        return 0
-    metrics = recipes.evaluate(args.config, bundle)
     command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
-    path = bundle.save(out, manifest=recipes.manifest_for(trainer, command, metrics),
+    if args.model == "clip":
+        bundle, trainer = clip_recipes.train(args.config, recipe, out_dir=run_dir, resume=not args.fresh)
+        if trainer.rank != 0:
+            return 0
+        metrics = clip_recipes.evaluate(args.config, bundle)
+    else:
+        from unclip_lite.glide.evaluate import quick_metrics
+
+        bundle, trainer = glide_recipes.train_shapes_glide(recipe, out_dir=run_dir, resume=not args.fresh,
+                                                           max_minutes=args.max_minutes)
+        if trainer.rank != 0:
+            return 0
+        if trainer.step < recipe.train.steps:
+            print(f"stopped at step {trainer.step} of {recipe.train.steps} (--max-minutes); "
+                  f"run the same command again to resume from {run_dir}", file=sys.stderr)
+            return 0
+        metrics = quick_metrics(bundle)
+    path = bundle.save(out, manifest=clip_recipes.manifest_for(trainer, command, metrics),
                        dtype=torch.float16 if args.fp16 else None)
     print(json.dumps(metrics, indent=2))
     print(f"wrote {path}", file=sys.stderr)
@@ -105,11 +120,48 @@ def cmd_eval(args) -> int:
 
         print(json.dumps(evaluate_judge(load_judge(args.checkpoint), n=args.n), sort_keys=True))
         return 0
+    if kind == "glide":
+        from unclip_lite.glide.bundle import load_glide
+        from unclip_lite.glide.evaluate import evaluate_glide
+
+        metrics = evaluate_glide(load_glide(args.checkpoint), per_pair=args.per_pair, steps=args.steps,
+                                 ddpm_per_pair=args.ddpm_per_pair, pairs_n=args.pairs_n, progress=False)
+        print(json.dumps(metrics, sort_keys=True))
+        return 0
     if kind != "clip":
         raise ValueError(f"{args.checkpoint}: no evaluation for a checkpoint of kind {kind!r}")
     bundle = load_clip(args.checkpoint)
     world = bundle.extra.get("recipe", {}).get("model", "shapes-tiny")
     print(json.dumps(recipes.evaluate(world, bundle, n=args.n), sort_keys=True))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    """Draw images from a text-to-image checkpoint: a grid PNG or one PNG per sample."""
+    import torch
+    from torchvision.utils import save_image
+
+    from unclip_lite.glide.bundle import load_glide
+
+    if args.model != "glide":
+        raise ValueError(f"unknown model kind {args.model!r}; sampleable here: glide")
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bundle = load_glide(args.checkpoint)
+    prompts = [p for p in args.prompt for _ in range(args.n)]
+    images = bundle.sample(prompts, args.guidance, args.sampler, args.steps, seed=args.seed,
+                           precision=args.precision, respacing=args.respacing, progress=True)
+    if args.out_dir:
+        out_dir = Path(args.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images):
+            save_image(image, out_dir / f"{i:04d}.png")
+        print(f"wrote {len(images)} images to {out_dir}", file=sys.stderr)
+    else:
+        save_image(images, args.out, nrow=args.n, padding=2)
+        print(f"wrote {args.out} ({len(args.prompt)} rows of {args.n})", file=sys.stderr)
     return 0
 
 
@@ -130,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="shapes.png")
     p.set_defaults(func=cmd_shapes)
     p = sub.add_parser("train", help=cmd_train.__doc__)
-    p.add_argument("model", help="model kind: clip")
+    p.add_argument("model", help="model kind: clip or glide")
     p.add_argument("--config", required=True, help="recipe name, e.g. shapes-tiny or emoji-tiny")
     p.add_argument("--steps", type=int, help="override the recipe's number of steps")
     p.add_argument("--name", help="checkpoint name (default: <model>-<config>)")
@@ -139,10 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore an existing training state")
     p.add_argument("--fp16", action="store_true", help="store the weights in fp16")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--max-minutes", type=float, help="stop (resumably) after this much training time")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("sample", help=cmd_sample.__doc__)
+    p.add_argument("model", help="model kind: glide")
+    p.add_argument("--prompt", action="append", required=True, help="a caption; repeat for more rows")
+    p.add_argument("--checkpoint", default="glide-shapes-tiny", help="a shipped checkpoint name or a path")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale, 0..50")
+    p.add_argument("--sampler", default="ddim", help="ddim or ddpm")
+    p.add_argument("--steps", type=int, help="sampling steps (ddim: default 50; ddpm: default all)")
+    p.add_argument("--respacing", help='instead of --steps: a respacing spec, e.g. "100", "ddim25", "fast27"')
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=4, help="samples per prompt")
+    p.add_argument("--precision", default="fp32", help="fp32 or bf16")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--out", default="samples.png", help="one grid PNG, a row per prompt")
+    out.add_argument("--out-dir", help="one PNG per sample instead")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(func=cmd_sample)
     p = sub.add_parser("eval", help=cmd_eval.__doc__)
     p.add_argument("checkpoint", help="a shipped checkpoint name or a path")
-    p.add_argument("--n", type=int, default=1000, help="evaluation images per split")
+    p.add_argument("--n", type=int, default=1000, help="evaluation images per split (clip, judge)")
+    p.add_argument("--per-pair", type=int, default=4, help="glide: DDIM samples per colour x shape pair")
+    p.add_argument("--ddpm-per-pair", type=int, default=2, help="glide: DDPM-1000 vs DDIM samples per pair")
+    p.add_argument("--pairs-n", type=int, default=120, help="glide: two-object prompts")
+    p.add_argument("--steps", type=int, default=50, help="glide: DDIM steps")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=cmd_eval)
     return parser

@@ -78,7 +78,7 @@ def _with_text(unet: str, width: int) -> UNetConfig:
 
 TEXT2IM_CONFIGS: dict[str, Text2ImConfig] = {
     # 32 px Shapes; vocab_size comes from the Shapes CompactVocab at build time (40 ids)
-    "shapes-tiny": Text2ImConfig(_with_text("shapes-tiny", 128), None, 24, 128, 4, 4),
+    "shapes-tiny": Text2ImConfig(_with_text("shapes-small", 128), None, 24, 128, 2, 4),
     # glide-text2im's released base model: text_ctx 128, xf_width 512, 16 layers, 8 heads, GPT-2 BPE
     "glide-base-released": Text2ImConfig(get_unet_config("glide-base-released"), 50257, 128, 512, 16, 8),
     # the paper's 3.5B model (§4): a 1.2B text transformer of width 2048, 24 blocks

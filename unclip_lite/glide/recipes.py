@@ -1,0 +1,105 @@
+"""How the shipped ``glide-shapes-tiny`` is trained and judged.
+
+``unclip-lite train glide --config shapes-tiny`` and ``unclip-lite eval glide-shapes-tiny``
+call these functions; chapter 05 calls them too, with a shorter schedule.
+
+Training (GLIDE §2.3-2.4 on the Shapes world): captions from the training split only (the
+held-out colour × shape pairs never appear), 20% of them replaced by the empty caption so
+the same network can be guided; ε-prediction on a cosine schedule with Min-SNR-5 loss
+weights (a tiny model on a CPU budget needs every trick that speeds training up).
+Evaluation: samples are read by the shipped ``judge-shapes`` classifier, not by CLIP.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from unclip_lite.clip.recipes import shapes_vocab
+from unclip_lite.data import shapes
+from unclip_lite.glide.bundle import DiffusionConfig, GlideBundle
+from unclip_lite.glide.text2im import Text2Im, drop_captions, get_text2im_config
+from unclip_lite.train import TrainConfig, Trainer
+
+
+@dataclass
+class GlideData:
+    batch_size: int = 32
+    two_object_fraction: float = 0.25  # scenes with a relation, for the binding test
+    seed: int = 0
+
+
+@dataclass
+class GlideRecipe:
+    model: str = "shapes-tiny"
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    min_snr_gamma: float | None = 5.0  # None: plain L_simple
+    data: GlideData = field(default_factory=GlideData)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=6000, lr=5e-4, warmup=200, weight_decay=0.0, min_lr_ratio=0.1, precision="bf16",
+        ema_decay=0.999, log_every=25, checkpoint_every=250))
+
+
+RECIPES = {"shapes-tiny": GlideRecipe}
+
+
+def new_glide(model: str = "shapes-tiny", diffusion: DiffusionConfig | None = None, seed: int = 0) -> GlideBundle:
+    """A freshly initialised Text2Im preset that reads the Shapes compact vocabulary."""
+    vocab = shapes_vocab()
+    torch.manual_seed(seed)
+    return GlideBundle(Text2Im(get_text2im_config(model, vocab_size=vocab.size)), vocab,
+                       diffusion or DiffusionConfig())
+
+
+def glide_batches(bundle: GlideBundle, data: GlideData, p_uncond: float | None = None):
+    """``batches(index, rank, world)`` -> ``(x0 in [-1, 1], tokens with captions dropped)``.
+
+    Caption dropout is drawn from a generator seeded by the batch index, so a resumed run
+    drops exactly the captions an uninterrupted one would have.
+    """
+    stream = shapes.ShapesStream(data.batch_size, bundle.image_size, seed=data.seed,
+                                 two_object_fraction=data.two_object_fraction)
+    p = bundle.model.config.p_uncond if p_uncond is None else p_uncond
+
+    def batches(index: int, rank: int = 0, world: int = 1):
+        images, texts, _ = stream.batch(index)
+        tokens = drop_captions(bundle.tokenize(texts), p, torch.Generator().manual_seed(data.seed * 7919 + index))
+        mine = slice(rank * len(texts) // world, (rank + 1) * len(texts) // world)  # [B / world]
+        return images[mine] * 2 - 1, tokens[mine]
+
+    return batches
+
+
+def diffusion_loss(diffusion, min_snr_gamma: float | None = None):
+    """The trainer's ``loss_fn(model, batch)``: L_simple at uniform t, optionally Min-SNR weighted."""
+
+    def loss_fn(model, batch):
+        x0, tokens = batch
+        x0, tokens = x0.to(next(model.parameters()).device), tokens.to(x0.device)
+        t = diffusion.sample_timesteps(len(x0), device=x0.device)  # [B]
+        terms = diffusion.training_losses(model, x0, t, model_kwargs={"tokens": tokens})
+        loss = terms["loss"]  # [B]
+        if min_snr_gamma is not None:
+            loss = loss * diffusion.min_snr_weight(t, min_snr_gamma).to(loss)
+        return loss.mean(), {"mse": terms["mse"].mean().item()}
+
+    return loss_fn
+
+
+def train_shapes_glide(recipe: GlideRecipe | None = None, out_dir: str | Path | None = None,
+                       resume: bool = True, live_plot: bool = False, max_minutes: float | None = None
+                       ) -> tuple[GlideBundle, Trainer]:
+    """Train a Shapes GLIDE with the shared trainer; returns the bundle holding the EMA weights."""
+    recipe = recipe or GlideRecipe()
+    bundle = new_glide(recipe.model, recipe.diffusion, recipe.train.seed)
+    trainer = Trainer(bundle.model, diffusion_loss(bundle.diffusion, recipe.min_snr_gamma),
+                      glide_batches(bundle, recipe.data), recipe.train, out_dir=out_dir, live_plot=live_plot)
+    if resume and out_dir:
+        trainer.resume()
+    trainer.fit(max_minutes=max_minutes)
+    bundle.model = trainer.averaged_model().eval()
+    bundle.extra = {"recipe": {"model": recipe.model, "diffusion": asdict(recipe.diffusion),
+                               "min_snr_gamma": recipe.min_snr_gamma, "data": asdict(recipe.data),
+                               "train": asdict(recipe.train)}}
+    return bundle, trainer
