@@ -31,7 +31,7 @@ def tiny_bundle(seed: int = 0, image_size: int = 32) -> GlideBundle:
         for p in model.unet.parameters():
             if p.abs().sum() == 0:
                 p.normal_(std=0.05)
-    return GlideBundle(model, vocab, DiffusionConfig("cosine", 100))
+    return GlideBundle(model, vocab, DiffusionConfig("cosine", 20))
 
 
 # --- Min-SNR-γ -------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def test_bundle_round_trips_through_a_checkpoint(tmp_path):
     path = bundle.save(tmp_path / "g.safetensors", manifest={"metrics": {"x": 1.0}})
     loaded = load_glide(path)
     assert loaded.extra == bundle.extra and loaded.manifest["metrics"] == {"x": 1.0}
-    assert loaded.diffusion.num_timesteps == 100
+    assert loaded.diffusion.num_timesteps == 20
     for key, value in bundle.model.state_dict().items():
         assert torch.equal(value, loaded.model.state_dict()[key]), key
     a = bundle.sample(["a red star"], guidance=2.0, steps=5, seed=1)
@@ -129,15 +129,15 @@ def test_sampling_is_seeded_and_in_range():
     d = bundle.sample(["a red star", "a blue circle"], guidance=3.0, sampler="ddpm", steps=4, seed=0)
     assert a.shape == (2, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, d)
-    # a respaced process: DDIM over "ddim25" is DDIM-25 on the original (the same strided steps)
-    torch.testing.assert_close(bundle.sample("a red star", steps=25, seed=3),
-                               bundle.sample("a red star", steps=None, respacing="ddim25", seed=3))
+    # a respaced process: DDIM over "ddim5" is DDIM-5 on the original (the same strided steps)
+    torch.testing.assert_close(bundle.sample("a red star", steps=5, seed=3),
+                               bundle.sample("a red star", steps=None, respacing="ddim5", seed=3))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"sampler": "euler"}, ValueError, "unknown sampler 'euler'"),
-    ({"steps": 0}, ValueError, r"steps must be an integer in \[1, 100\]"),
-    ({"steps": 101}, ValueError, r"steps must be an integer in \[1, 100\]"),
+    ({"steps": 0}, ValueError, r"steps must be an integer in \[1, 20\]"),
+    ({"steps": 21}, ValueError, r"steps must be an integer in \[1, 20\]"),
     ({"steps": 2.5}, ValueError, "steps must be an integer"),
     ({"guidance": -1.0}, ValueError, "guidance scale"),
     ({"guidance": 51.0}, ValueError, "guidance scale"),
@@ -234,3 +234,17 @@ def test_cli_eval_prints_one_json_object_for_a_glide_checkpoint(checkpoint, caps
     assert metrics["best_guidance"] in (1.0, 2.0, 3.0, 5.0)
     for key in ("g1_all_colour", "g5_heldout_shape", "best_all_joint", "pairs_binding"):
         assert 0.0 <= metrics[key] <= 1.0, key
+    assert "ddim_minus_ddpm_joint" in metrics
+
+
+def test_cli_eval_record_stores_the_metrics_in_the_manifest_and_keeps_the_weights(checkpoint, capsys):
+    from unclip_lite.checkpoints import load_checkpoint, read_manifest
+
+    before = read_manifest(checkpoint)
+    assert cli.main(["eval", checkpoint, "--per-pair", "1", "--ddpm-per-pair", "0", "--pairs-n", "0",
+                     "--steps", "2", "--record"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    after = read_manifest(checkpoint)
+    assert after["metrics"] == printed and after["eval_command"].startswith("unclip-lite eval")
+    assert after["sha256"] == before["sha256"]
+    load_checkpoint(checkpoint)  # the weights still match their hash

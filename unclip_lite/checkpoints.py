@@ -109,6 +109,15 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], confi
     return path
 
 
+def update_manifest(name_or_path: str | Path, **fields) -> Path:
+    """Merge ``fields`` into a checkpoint's manifest (atomically), e.g. the metrics of a
+    separate, longer evaluation; the weights file and its sha256 are untouched."""
+    path = resolve(name_or_path).with_suffix(".json")
+    manifest = {**read_manifest(path.with_suffix(SUFFIX)), **fields}
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def resolve(name_or_path: str | Path) -> Path:
     """A registry name (``"clip-shapes-tiny"``) or a path, to an existing weights file."""
     candidates = [Path(name_or_path)]

@@ -121,12 +121,23 @@ def cmd_eval(args) -> int:
         print(json.dumps(evaluate_judge(load_judge(args.checkpoint), n=args.n), sort_keys=True))
         return 0
     if kind == "glide":
+        import time
+
         from unclip_lite.glide.bundle import load_glide
         from unclip_lite.glide.evaluate import evaluate_glide
 
+        start = time.perf_counter()
         metrics = evaluate_glide(load_glide(args.checkpoint), per_pair=args.per_pair, steps=args.steps,
                                  ddpm_per_pair=args.ddpm_per_pair, pairs_n=args.pairs_n, progress=False)
         print(json.dumps(metrics, sort_keys=True))
+        if args.record:
+            import shlex
+
+            from unclip_lite.checkpoints import update_manifest
+
+            command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
+            update_manifest(args.checkpoint, metrics=metrics, eval_command=command,
+                            eval_seconds=round(time.perf_counter() - start, 1))
         return 0
     if kind != "clip":
         raise ValueError(f"{args.checkpoint}: no evaluation for a checkpoint of kind {kind!r}")
@@ -216,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddpm-per-pair", type=int, default=2, help="glide: DDPM-1000 vs DDIM samples per pair")
     p.add_argument("--pairs-n", type=int, default=120, help="glide: two-object prompts")
     p.add_argument("--steps", type=int, default=50, help="glide: DDIM steps")
+    p.add_argument("--record", action="store_true",
+                   help="glide: store the metrics (and this command) in the checkpoint's manifest")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=cmd_eval)
     return parser
