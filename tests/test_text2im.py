@@ -112,6 +112,31 @@ def test_guidance_rejects_batch_mismatch():
         fn(torch.randn(3, 3, 16, 16), torch.tensor([1, 1, 1]))
 
 
+def test_extra_channels_reach_the_unet_and_guidance_passes_them_to_both_halves():
+    """An inpainting-shaped model (3 + 4 input channels): the extra channels change the output,
+    and guided output equals the naive two-pass computation with the same extra channels."""
+    cfg = tiny_config()
+    cfg.unet.in_channels = 7
+    torch.manual_seed(0)
+    model = Text2Im(cfg).eval()
+    with torch.no_grad():
+        for p in model.unet.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(std=0.05)
+    tokens, x, t = captions(), torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    extra = torch.randn(2, 4, 16, 16)
+    with torch.no_grad():
+        a, b = model(x, t, tokens, extra=extra), model(x, t, tokens, extra=extra * 0)
+        assert a.shape == (2, 3, 16, 16) and not torch.allclose(a, b, atol=1e-4)
+        uncond = model(x, t, model.empty_tokens(2), extra=extra)
+        guided = classifier_free_guidance(model, tokens, 3.0, extra=extra)(x, t)
+        assert torch.allclose(guided, uncond + 3.0 * (a - uncond), atol=1e-5)
+    with pytest.raises(ValueError, match="extra channels"):
+        model(x, t, tokens, extra=torch.randn(2, 4, 8, 8))
+    with pytest.raises(ValueError, match="extra has batch 3"):
+        classifier_free_guidance(model, tokens, 3.0, extra=torch.randn(3, 4, 16, 16))
+
+
 def test_drop_captions_rate():
     tokens = captions()[:1].repeat(4000, 1)
     dropped = drop_captions(tokens, 0.2, torch.Generator().manual_seed(0))

@@ -17,10 +17,12 @@ import torch
 MAX_SCALE = 50.0
 
 
-def classifier_free_guidance(model, tokens: torch.Tensor, scale: float
+def classifier_free_guidance(model, tokens: torch.Tensor, scale: float, **model_kwargs
                              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A ``model_fn(x, t)`` for the samplers that guides ``model`` (a :class:`~.text2im.Text2Im`,
-    anything with ``forward(x, t, tokens)`` and ``empty_tokens(batch, device)``) toward ``tokens`` [B, L]."""
+    anything with ``forward(x, t, tokens, **model_kwargs)`` and ``empty_tokens(batch, device)``)
+    toward ``tokens`` [B, L]. Tensor ``model_kwargs`` with a batch dimension (e.g. ``extra``,
+    the inpainting or upsampling channels) are given to both halves of the batched forward."""
     try:
         scale = float(scale)
     except (TypeError, ValueError):
@@ -31,13 +33,17 @@ def classifier_free_guidance(model, tokens: torch.Tensor, scale: float
         raise ValueError(f"expected tokens of shape [B, L] with B >= 1, got {tuple(tokens.shape)}")
     empty = model.empty_tokens(len(tokens), device=tokens.device)  # [B, L]
     both_tokens = torch.cat([tokens, empty])  # [2B, L]
+    for name, value in model_kwargs.items():
+        if isinstance(value, torch.Tensor) and len(value) != len(tokens):
+            raise ValueError(f"{name} has batch {len(value)} but there are {len(tokens)} captions")
+    both_kwargs = {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) else v for k, v in model_kwargs.items()}
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         B, C = x.shape[:2]
         if B != len(tokens):
             raise ValueError(f"x has batch {B} but guidance was built for {len(tokens)} captions")
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(B)  # [B]
-        out = model(torch.cat([x, x]), torch.cat([t, t]), both_tokens)  # [2B, C or 2C, H, W]
+        out = model(torch.cat([x, x]), torch.cat([t, t]), both_tokens, **both_kwargs)  # [2B, C or 2C, H, W]
         eps, rest = out[:, :C], out[:, C:]
         eps_c, eps_u = eps[:B], eps[B:]  # [B, C, H, W] each
         guided = eps_u + scale * (eps_c - eps_u)

@@ -168,10 +168,21 @@ class Text2Im(nn.Module):
         self.text = TextEncoder(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads)
         self.unet = UNet(c.unet)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """U-Net output [B, C (x2 with learn_sigma), H, W] for x_t [B, C, H, W], t [B], tokens [B, L]."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        """U-Net output [B, C (x2 with learn_sigma), H, W] for x_t [B, C, H, W], t [B], tokens [B, L].
+
+        ``extra`` [B, E, H, W] are channels concatenated to x_t, for models whose U-Net has
+        ``in_channels = C + E``: GLIDE's inpainting model reads image·mask ⊕ mask (E = 4), its
+        upsampler the bilinearly upsampled low-resolution image (E = 3).
+        """
         if len(tokens) != len(x_t):
             raise ValueError(f"tokens batch {len(tokens)} != x_t batch {len(x_t)}")
+        if extra is not None:
+            if extra.dim() != 4 or extra.shape[0] != len(x_t) or extra.shape[2:] != x_t.shape[2:]:
+                raise ValueError(f"extra channels must be [B, E, H, W] matching x_t {tuple(x_t.shape)}, "
+                                 f"got {tuple(extra.shape)}")
+            x_t = torch.cat([x_t, extra.to(x_t.dtype)], dim=1)  # [B, C + E, H, W]
         xf_out, pooled, mask = self.text(tokens)
         return self.unet(x_t, t, context=xf_out, context_mask=mask, cond=pooled)
 
