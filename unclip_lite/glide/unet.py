@@ -269,9 +269,10 @@ class UNet(nn.Module):
     transformer: ~385M in all); glide-base-paper 2.24B (GLIDE §4: "2.3 billion" visual parameters).
     """
 
-    def __init__(self, config: UNetConfig):
+    def __init__(self, config: UNetConfig, encoder_only: bool = False):
         super().__init__()
         self.config = cfg = config
+        self.encoder_only = encoder_only  # the down half + middle only: ADM's noised classifier
         mc, emb_dim, groups = cfg.model_channels, 4 * cfg.model_channels, cfg.num_groups
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.cond_proj = nn.Linear(cfg.cond_dim, emb_dim) if cfg.cond_dim else None
@@ -300,6 +301,9 @@ class UNet(nn.Module):
                 res_px //= 2
 
         self.middle_block = TimestepSequential(res(ch, ch), attn(ch), res(ch, ch))
+        self.out_channels = ch  # width of the middle block's output
+        if encoder_only:
+            return
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -345,14 +349,9 @@ class UNet(nn.Module):
                 raise ValueError(f"expected cond of shape [{len(x)}, {cfg.cond_dim}], got {tuple(cond.shape)}")
         return t
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Predict [B, out (x2 with learn_sigma), H, W] for noisy images x [B, C, H, W] at timesteps t [B].
-
-        ``context`` [B, L, encoder_channels] with ``context_mask`` [B, L] (True = real token) is
-        attended to by every attention layer; ``cond`` [B, cond_dim] is added to the timestep
-        embedding. Leaving either out means that conditioning is absent (nothing is added).
-        """
+    def encode(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
+               context_mask: torch.Tensor | None = None, cond: torch.Tensor | None = None):
+        """The down half and the middle block: ``(h [B, ch, H/f, W/f], emb [B, 4 mc], skips)``."""
         t = self._check_inputs(x, t, context, context_mask, cond)
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(x.dtype))  # [B, 4 mc]
         if cond is not None:
@@ -362,6 +361,19 @@ class UNet(nn.Module):
             h = block(h, emb, context, context_mask)  # [B, ch, H / 2^level, W / 2^level]
             skips.append(h)
         h = self.middle_block(h, emb, context, context_mask)  # [B, ch, H / f, W / f]
+        return h, emb, skips
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict [B, out (x2 with learn_sigma), H, W] for noisy images x [B, C, H, W] at timesteps t [B].
+
+        ``context`` [B, L, encoder_channels] with ``context_mask`` [B, L] (True = real token) is
+        attended to by every attention layer; ``cond`` [B, cond_dim] is added to the timestep
+        embedding. Leaving either out means that conditioning is absent (nothing is added).
+        """
+        if self.encoder_only:
+            raise RuntimeError("this U-Net was built encoder_only: call encode(), or use a NoisedClassifier")
+        h, emb, skips = self.encode(x, t, context, context_mask, cond)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
         return self.out(h)  # [B, out, H, W]
