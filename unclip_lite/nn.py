@@ -1,4 +1,5 @@
-"""Shared building blocks: LayerNorm, activations, attention, MLP and the pre-LN transformer.
+"""Shared building blocks: LayerNorm, activations, attention, MLP, the pre-LN transformer, and
+the sinusoidal timestep embedding of every diffusion model and noise-aware encoder.
 
 CLIP's two towers (Radford et al. 2021, §2.4), the unCLIP prior (Ramesh et al. 2022, §2.2)
 and GLIDE's text encoder (Nichol et al. 2021) are all stacks of the same block::
@@ -12,6 +13,8 @@ we differ (``blocks`` for ``resblocks``, one ``attn.qkv`` Linear for ``in_proj_w
 ``in_proj_bias``) are listed in :mod:`unclip_lite.clip.interop`.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -174,3 +177,16 @@ class Transformer(nn.Module):
             nn.init.zeros_(block.attn.out_proj.bias)
             nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding [B, dim] of (possibly fractional) timesteps t [B].
+
+    ``[cos(t w_0), ..., cos(t w_{h-1}), sin(t w_0), ..., sin(t w_{h-1})]``, w_i = max_period^(-i/h),
+    h = dim // 2 (Transformer positions, Vaswani et al. 2017 §3.5, in ADM's cos-first order).
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]  # [B, half]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # [B, 2 * half]
+    return F.pad(emb, (0, dim % 2))  # [B, dim]

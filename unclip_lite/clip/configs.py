@@ -33,6 +33,8 @@ class VisionConfig:
     heads: int = 12         # ViT: per block. ResNet: in the attention-pooling layer
     patch_size: int | None = 32  # ViT only (None for a ResNet)
     mlp_ratio: float = 4.0  # ViT only
+    # ViT only: also read a diffusion timestep, for a noise-aware CLIP that sees x_t (GLIDE §2.4)
+    timestep_conditioned: bool = False
 
     @property
     def is_resnet(self) -> bool:
@@ -45,6 +47,8 @@ class VisionConfig:
 
     def validate(self) -> None:
         if self.is_resnet:
+            if self.timestep_conditioned:
+                raise ValueError("timestep_conditioned is implemented for ViT image towers only")
             if len(self.layers) != 4:
                 raise ValueError(f"a ResNet needs 4 stage depths, got layers={self.layers}")
             if self.image_size % 32 != 0:

@@ -39,9 +39,12 @@ class CLIP(nn.Module):
         # §2.5: initialised to τ = 0.07 and clipped so the logits are scaled by at most 100
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
 
-    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """Images [B, 3, S, S] (already normalised pixels) -> embeddings [B, E]."""
-        features = self.visual(images)
+    def encode_image(self, images: torch.Tensor, normalize: bool = False,
+                     t: torch.Tensor | None = None) -> torch.Tensor:
+        """Images [B, 3, S, S] (already normalised pixels) -> embeddings [B, E].
+
+        ``t`` [B]: the diffusion timestep of noisy images, for a ``timestep_conditioned`` tower."""
+        features = self.visual(images) if t is None else self.visual(images, t)
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -65,10 +68,10 @@ class CLIP(nn.Module):
         self.logit_scale.clamp_(0, math.log(self.config.max_logit_scale))
 
     def forward(
-        self, images: torch.Tensor, tokens: torch.Tensor
+        self, images: torch.Tensor, tokens: torch.Tensor, t: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised image features [B, E], normalised text features [B, E], and the scale."""
-        image_features = self.encode_image(images, normalize=True)
+        image_features = self.encode_image(images, normalize=True, t=t)
         text_features = self.encode_text(tokens, normalize=True)
         return image_features, text_features, self.scale()
 

@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import nn
 
 from unclip_lite.clip.configs import VisionConfig
-from unclip_lite.nn import LayerNorm, Transformer
+from unclip_lite.nn import LayerNorm, Transformer, timestep_embedding
 
 
 def check_images(images: torch.Tensor, image_size: int, channels: int = 3) -> None:
@@ -32,6 +32,10 @@ class VisionTransformer(nn.Module):
     CLIP's one change is an extra LayerNorm (``ln_pre``) on the patch + position embeddings
     before the transformer. The image embedding is the class token after ``ln_post``,
     projected linearly into the joint space.
+
+    With ``timestep_conditioned`` (a noise-aware CLIP for guiding diffusion, GLIDE §2.4) the
+    diffusion timestep t becomes one more token after the class token: a sinusoidal
+    embedding through a two-layer MLP, with its own position.
     """
 
     def __init__(self, cfg: VisionConfig, embed_dim: int, activation: str = "gelu"):
@@ -42,7 +46,11 @@ class VisionTransformer(nn.Module):
         # a conv with kernel = stride = patch is "cut into patches, flatten, Linear" in one op
         self.patch_embed = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(torch.empty(width))
-        self.positional_embedding = nn.Parameter(torch.empty(self.grid**2 + 1, width))
+        self.timestep_conditioned = cfg.timestep_conditioned
+        self.time_embed = (nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+                           if cfg.timestep_conditioned else None)
+        extra = 2 if cfg.timestep_conditioned else 1  # class token (+ timestep token)
+        self.positional_embedding = nn.Parameter(torch.empty(self.grid**2 + extra, width))
         self.ln_pre = LayerNorm(width)
         self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio, activation)
         self.ln_post = LayerNorm(width)
@@ -58,13 +66,20 @@ class VisionTransformer(nn.Module):
         nn.init.normal_(self.proj, std=scale)
         self.transformer.init_weights()
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         check_images(images, self.image_size)
+        if self.timestep_conditioned != (t is not None):
+            raise ValueError("this image tower reads a timestep: pass t [B]" if self.timestep_conditioned
+                             else "t given, but this image tower is not timestep_conditioned")
         x = self.patch_embed(images.to(self.patch_embed.weight.dtype))  # [B, D, g, g]
         x = rearrange(x, "b d gh gw -> b (gh gw) d")  # [B, g*g, D]
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B, 1, D]
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # [B, 1+g*g, D]
-        x = self.transformer(self.ln_pre(x))  # [B, 1+g*g, D]
+        tokens = [self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)]  # [B, 1, D]
+        if self.time_embed is not None:
+            t = torch.as_tensor(t, device=x.device).reshape(-1).expand(len(x))  # [B]
+            emb = self.time_embed(timestep_embedding(t, x.shape[-1]).to(x.dtype))  # [B, D]
+            tokens.append(emb[:, None])
+        x = torch.cat([*tokens, x], dim=1) + self.positional_embedding.to(x.dtype)  # [B, 1(+1)+g*g, D]
+        x = self.transformer(self.ln_pre(x))  # [B, 1(+1)+g*g, D]
         return self.ln_post(x[:, 0]) @ self.proj  # [B, E]
 
 

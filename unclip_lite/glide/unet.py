@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from unclip_lite.nn import timestep_embedding
 from unclip_lite.utils import config_from_dict
 
 
@@ -132,19 +133,6 @@ def get_unet_config(name: str) -> UNetConfig:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding [B, dim] of (possibly fractional) timesteps t [B].
-
-    ``[cos(t w_0), ..., cos(t w_{h-1}), sin(t w_0), ..., sin(t w_{h-1})]``, w_i = max_period^(-i/h),
-    h = dim // 2 (Transformer positions, Vaswani et al. 2017 §3.5, in ADM's cos-first order).
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]  # [B, half]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # [B, 2 * half]
-    return F.pad(emb, (0, dim % 2))  # [B, dim]
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
