@@ -70,10 +70,26 @@ class Text2ImConfig:
         return config_from_dict(cls, {**d, "unet": UNetConfig.from_dict(dict(d["unet"]))})
 
 
-def _with_text(unet: str, width: int) -> UNetConfig:
-    cfg = get_unet_config(unet)
+def _with_text(unet: str | UNetConfig, width: int, in_channels: int = 3) -> UNetConfig:
+    """A U-Net preset (or config) that reads text of ``width`` and ``in_channels`` input channels
+    (3 + 4 for inpainting: image·mask ⊕ mask; 3 + 3 for upsampling: the upsampled low-res image)."""
+    cfg = get_unet_config(unet) if isinstance(unet, str) else unet
     cfg.encoder_channels = cfg.cond_dim = width
+    cfg.in_channels = in_channels
     return cfg
+
+
+def _released_upsampler() -> UNetConfig:
+    # glide-text2im's model_and_diffusion_defaults_upsampler: 256 px, 2 res blocks, (1, 1, 2, 2, 4, 4)
+    cfg = get_unet_config("glide-base-released")
+    cfg.image_size, cfg.num_res_blocks, cfg.channel_mult = 256, 2, (1, 1, 2, 2, 4, 4)
+    return cfg
+
+
+def _shapes_upsampler() -> UNetConfig:
+    # 32 -> 64 px Shapes; no attention at all: upsampling is a local job
+    return UNetConfig(model_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1, attention_resolutions=(8,),
+                      num_head_channels=32, image_size=64)
 
 
 TEXT2IM_CONFIGS: dict[str, Text2ImConfig] = {
@@ -83,6 +99,12 @@ TEXT2IM_CONFIGS: dict[str, Text2ImConfig] = {
     "glide-base-released": Text2ImConfig(get_unet_config("glide-base-released"), 50257, 128, 512, 16, 8),
     # the paper's 3.5B model (§4): a 1.2B text transformer of width 2048, 24 blocks
     "glide-base-paper": Text2ImConfig(get_unet_config("glide-base-paper"), 50257, 128, 2048, 24, 32),
+    # inpainting (§3.3): the same models reading x_t ⊕ image·mask ⊕ mask
+    "shapes-tiny-inpaint": Text2ImConfig(_with_text("shapes-small", 128, 7), None, 24, 128, 2, 4),
+    "glide-inpaint-released": Text2ImConfig(_with_text("glide-base-released", 512, 7), 50257, 128, 512, 16, 8),
+    # text-conditional upsamplers reading x_t ⊕ bilinear(low res); a smaller text encoder
+    "shapes-tiny-upsample": Text2ImConfig(_with_text(_shapes_upsampler(), 64, 6), None, 24, 64, 1, 2),
+    "glide-upsample-released": Text2ImConfig(_with_text(_released_upsampler(), 512, 6), 50257, 128, 512, 16, 8),
 }
 
 
