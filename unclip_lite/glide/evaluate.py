@@ -82,7 +82,7 @@ def evaluate_glide(bundle: GlideBundle, judge: ShapesJudge | None = None, per_pa
     metrics["best_guidance"] = best
     metrics.update({f"best_{k}": metrics[f"g{best:g}_{k}"] for k in
                     ("seen_colour", "seen_shape", "heldout_colour", "heldout_shape", "all_colour", "all_shape",
-                     "all_joint", "heldout_joint")})
+                     "all_joint", "seen_joint", "heldout_joint")})
     if ddpm_per_pair:
         prompts, colour, shape, heldout = single_object_prompts(ddpm_per_pair)
         T = bundle.diffusion.num_timesteps
