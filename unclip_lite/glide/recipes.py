@@ -37,7 +37,7 @@ class GlideRecipe:
     min_snr_gamma: float | None = 5.0  # None: plain L_simple
     data: GlideData = field(default_factory=GlideData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=6000, lr=5e-4, warmup=200, weight_decay=0.0, min_lr_ratio=0.1, precision="bf16",
+        steps=6500, lr=5e-4, warmup=200, weight_decay=0.0, min_lr_ratio=0.1, precision="bf16",
         ema_decay=0.999, log_every=25, checkpoint_every=250))
 
 
