@@ -23,6 +23,17 @@ from unclip_lite.diffusion.gaussian import GaussianDiffusion
 MAX_GRADIENT_SCALE = 1000.0
 
 
+def check_guidance_scale(scale, max_scale: float) -> float:
+    """``scale`` as a float, or a ValueError unless it is a finite number in [0, ``max_scale``]."""
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance scale must be a number, got {scale!r}") from None
+    if not math.isfinite(scale) or not 0.0 <= scale <= max_scale:
+        raise ValueError(f"guidance scale must be finite and in [0, {max_scale:g}], got {scale}")
+    return scale
+
+
 def gradient_guidance(diffusion: GaussianDiffusion, model_fn: Callable, log_prob_fn: Callable,
                       scale: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A ``model_fn(x, t)`` whose ε is pushed up the gradient of ``log_prob_fn(x, t) -> [B]``.
@@ -31,12 +42,7 @@ def gradient_guidance(diffusion: GaussianDiffusion, model_fn: Callable, log_prob
     timestep (the samplers map respaced steps back to it), so ᾱ_t is read from its table.
     Only ε-prediction is guided here; a learned-variance half passes through unchanged.
     """
-    try:
-        scale = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"guidance scale must be a number, got {scale!r}") from None
-    if not math.isfinite(scale) or not 0.0 <= scale <= MAX_GRADIENT_SCALE:
-        raise ValueError(f"guidance scale must be finite and in [0, {MAX_GRADIENT_SCALE:g}], got {scale}")
+    scale = check_guidance_scale(scale, MAX_GRADIENT_SCALE)
     if diffusion.parameterization != "eps":
         raise ValueError(f"gradient guidance needs an ε-prediction model, got {diffusion.parameterization!r}")
     sqrt_one_minus_ab = diffusion.sqrt_one_minus_alphas_cumprod

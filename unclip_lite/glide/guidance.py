@@ -9,10 +9,11 @@ is guided; the variance half is the conditional one, as in glide-text2im.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
+
+from unclip_lite.diffusion.guidance import check_guidance_scale
 
 MAX_SCALE = 50.0
 
@@ -23,12 +24,7 @@ def classifier_free_guidance(model, tokens: torch.Tensor, scale: float, **model_
     anything with ``forward(x, t, tokens, **model_kwargs)`` and ``empty_tokens(batch, device)``)
     toward ``tokens`` [B, L]. Tensor ``model_kwargs`` with a batch dimension (e.g. ``extra``,
     the inpainting or upsampling channels) are given to both halves of the batched forward."""
-    try:
-        scale = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"guidance scale must be a number, got {scale!r}") from None
-    if not math.isfinite(scale) or not 0.0 <= scale <= MAX_SCALE:
-        raise ValueError(f"guidance scale must be finite and in [0, {MAX_SCALE:g}], got {scale}")
+    scale = check_guidance_scale(scale, MAX_SCALE)
     if tokens.dim() != 2 or len(tokens) == 0:
         raise ValueError(f"expected tokens of shape [B, L] with B >= 1, got {tuple(tokens.shape)}")
     empty = model.empty_tokens(len(tokens), device=tokens.device)  # [B, L]
