@@ -151,7 +151,7 @@ def test_sampling_is_seeded_and_in_range():
 ])
 def test_bad_sampling_knobs_fail_fast_with_a_clear_error(kwargs, error, match):
     bundle = tiny_bundle()
-    kwargs = {"prompts": "a red star", **kwargs}
+    kwargs = {"prompts": "a red star", "steps": 5, **kwargs}
     with pytest.raises(error, match=match):
         bundle.sample(**kwargs)
 
@@ -248,3 +248,50 @@ def test_cli_eval_record_stores_the_metrics_in_the_manifest_and_keeps_the_weight
     assert after["metrics"] == printed and after["eval_command"].startswith("unclip-lite eval")
     assert after["sha256"] == before["sha256"]
     load_checkpoint(checkpoint)  # the weights still match their hash
+
+
+# --- inpainting and upsampling models through the same sampler ---------------------------------
+def tiny_variant(extra_channels: int, image_size: int = 32) -> GlideBundle:
+    bundle = tiny_bundle(image_size=image_size)
+    cfg = bundle.model.config
+    cfg.unet.in_channels = 3 + extra_channels
+    torch.manual_seed(1)
+    model = Text2Im(cfg).eval()
+    with torch.no_grad():
+        for p in model.unet.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(std=0.05)
+    return GlideBundle(model, bundle.vocab, bundle.diffusion_config)
+
+
+def test_an_inpainting_model_keeps_the_known_pixels_bit_for_bit():
+    bundle = tiny_variant(4)
+    image = shapes.render(shapes.make_scenes(["red", "blue"], "star"), 32)  # [2, 3, 32, 32] in [0, 1]
+    mask = torch.ones(2, 1, 32, 32)
+    mask[:, :, 8:24, 16:] = 0
+    out = bundle.sample(["a red star", "a green circle"], guidance=3.0, steps=4, seed=0, inpaint=(image, mask))
+    keep = mask.expand_as(image).bool()
+    assert torch.equal(out[keep], image[keep])
+    assert not torch.equal(out[~keep], image[~keep])
+    with pytest.raises(ValueError, match="inpainting model: pass inpaint"):
+        bundle.sample("a red star", steps=2)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        bundle.sample(["a red star"] * 2, steps=2, inpaint=(image, mask[:, :, :16]))
+    with pytest.raises(ValueError, match="exactly 0"):
+        bundle.sample(["a red star"] * 2, steps=2, inpaint=(image, mask * 0.5))
+    with pytest.raises(ValueError, match="inpaint given, but this is a text-to-image model"):
+        tiny_bundle().sample(["a red star"] * 2, steps=2, inpaint=(image, mask))
+
+
+def test_an_upsampler_reads_its_low_res_image_and_checks_it():
+    bundle = tiny_variant(3, image_size=32)
+    low = torch.rand(2, 3, 16, 16)
+    a = bundle.sample(["a red star", "a blue circle"], steps=3, seed=0, low_res=low)
+    b = bundle.sample(["a red star", "a blue circle"], steps=3, seed=0, low_res=low.flip(-1))
+    assert a.shape == (2, 3, 32, 32) and not torch.equal(a, b)
+    with pytest.raises(ValueError, match="this is an upsampler"):
+        bundle.sample("a red star", steps=2)
+    with pytest.raises(ValueError, match="one per prompt"):
+        bundle.sample(["a red star"] * 3, steps=2, low_res=low)
+    with pytest.raises(ValueError, match="multiple of the low-res size"):
+        bundle.sample(["a red star"] * 2, steps=2, low_res=torch.rand(2, 3, 12, 12))

@@ -80,10 +80,48 @@ class GlideBundle:
         except ValueError as err:
             raise ValueError(f"bad respacing {respacing!r}: {err}") from None
 
+    @property
+    def extra_channels(self) -> int:
+        """Input channels beyond x_t: 0 (text-to-image), 4 (inpainting), 3 (upsampling)."""
+        return self.model.config.unet.in_channels - self.model.config.unet.out_channels
+
+    def conditioning_inputs(self, n: int, inpaint=None, low_res=None):
+        """``(extra [n, E, R, R] or None, (image, mask) to paste back or None)`` in the model's
+        [-1, 1] scale, from ``inpaint=(image, mask)`` or ``low_res`` images in [0, 1]."""
+        from unclip_lite.glide.inpaint import check_inpaint_inputs, inpaint_channels
+        from unclip_lite.glide.upsample import check_low_res, upsample_channels
+
+        kind = {0: "text-to-image", 4: "inpainting", 3: "upsampling"}.get(self.extra_channels, "unknown")
+        given = {"inpainting": inpaint is not None, "upsampling": low_res is not None}
+        for name, present in given.items():
+            if present and kind != name:
+                raise ValueError(f"{'inpaint' if name == 'inpainting' else 'low_res'} given, but this is a "
+                                 f"{kind} model")
+        if kind == "inpainting":
+            if inpaint is None:
+                raise ValueError("this is an inpainting model: pass inpaint=(image, mask), image [N, 3, R, R] "
+                                 "in [0, 1], mask [N, 1, R, R] with 1 = keep, 0 = fill")
+            image, mask = inpaint
+            image = image.to(self.device) * 2 - 1
+            mask = check_inpaint_inputs(image, mask.to(self.device))
+            if len(image) != n or image.shape[-1] != self.image_size:
+                raise ValueError(f"expected {n} images of {self.image_size} px to inpaint, got {tuple(image.shape)}")
+            return inpaint_channels(image, mask), (image, mask)
+        if kind == "upsampling":
+            if low_res is None:
+                raise ValueError("this is an upsampler: pass low_res images [N, 3, s, s] in [0, 1]")
+            low = low_res.to(self.device) * 2 - 1
+            check_low_res(low)
+            if len(low) != n:
+                raise ValueError(f"expected {n} low-res images, one per prompt, got {len(low)}")
+            return upsample_channels(low, self.image_size), None
+        return None, None
+
     @torch.no_grad()
     def sample(self, prompts: str | Sequence[str], guidance: float = 3.0, sampler: str = "ddim",
                steps: int | None = 50, seed: int = 0, batch_size: int = 256, precision: str = "fp32",
-               respacing: str | None = None, progress: bool = False) -> torch.Tensor:
+               respacing: str | None = None, progress: bool = False, inpaint=None,
+               low_res: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[N, 3, R, R]`` in [0, 1] for ``prompts``, guided with scale ``guidance``.
 
         ``sampler="ddim"`` takes ``steps`` strided steps (η = 0); ``"ddpm"`` ancestral steps over
@@ -92,7 +130,12 @@ class GlideBundle:
         ``steps=None``) and the sampler walks every step of that respaced process. The same
         ``seed``, prompts and batch size give the same images. ``precision="bf16"`` runs the
         network under autocast (about 1.8× faster on CPUs with bf16 support).
+
+        An inpainting model needs ``inpaint=(image, mask)`` (image in [0, 1], mask 1 = keep,
+        0 = fill; the kept pixels come back exactly); an upsampler needs ``low_res`` images.
         """
+        from unclip_lite.glide.inpaint import paste_known, paste_result
+
         self.check_sampling(sampler, steps)
         diffusion = self.respaced(respacing)
         if respacing is not None:
@@ -103,22 +146,30 @@ class GlideBundle:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         tokens = self.tokenize(prompts).to(self.device)  # [N, L]; raises before any sampling
         classifier_free_guidance(self.model, tokens[:1], guidance)  # validates the scale now
+        extra, known = self.conditioning_inputs(len(tokens), inpaint, low_res)
         self.model.eval()
         generator = torch.Generator(self.device).manual_seed(seed)
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if precision == "bf16"
                     else contextlib.nullcontext())
         chunks = []
-        for chunk in tokens.split(batch_size):
-            model_fn = classifier_free_guidance(self.model, chunk, guidance)
+        for start in range(0, len(tokens), batch_size):
+            part = slice(start, start + batch_size)
+            kwargs = {} if extra is None else {"extra": extra[part]}
+            guided = classifier_free_guidance(self.model, tokens[part], guidance, **kwargs)
 
-            def fn(x, t, model_fn=model_fn):
+            def fn(x, t, guided=guided):
                 with autocast:
-                    return model_fn(x, t).float()
+                    return guided(x, t).float()
 
-            shape = (len(chunk), self.model.config.unet.in_channels, self.image_size, self.image_size)
+            if known is not None:  # inpainting: the known pixels go into every predicted x_0
+                fn = paste_known(self.diffusion, fn, known[0][part], known[1][part])
+            shape = (len(tokens[part]), self.model.config.unet.out_channels, self.image_size, self.image_size)
             x = sample(diffusion, fn, shape, sampler=sampler, steps=steps, generator=generator,
                        device=self.device, progress=progress)  # [n, 3, R, R] in [-1, 1]
-            chunks.append(((x + 1) / 2).clamp(0, 1).cpu())
+            x = ((x + 1) / 2).clamp(0, 1)  # [n, 3, R, R] in [0, 1]
+            if known is not None:  # and the kept pixels come back bit for bit
+                x = paste_result(x, inpaint[0][part].to(x), known[1][part])
+            chunks.append(x.cpu())
         return torch.cat(chunks)
 
     def config_dict(self) -> dict:

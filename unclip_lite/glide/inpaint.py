@@ -83,6 +83,6 @@ def paste_known(diffusion: GaussianDiffusion, model_fn: Callable, image: torch.T
 
 
 def paste_result(result: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The final image: known pixels exactly as given, the rest from ``result``."""
+    """The final image: known pixels exactly as given, the rest from ``result`` (any one scale)."""
     mask = check_inpaint_inputs(image, mask)
     return torch.where(mask.bool(), image, result)
