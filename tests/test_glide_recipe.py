@@ -295,3 +295,27 @@ def test_an_upsampler_reads_its_low_res_image_and_checks_it():
         bundle.sample(["a red star"] * 3, steps=2, low_res=low)
     with pytest.raises(ValueError, match="multiple of the low-res size"):
         bundle.sample(["a red star"] * 2, steps=2, low_res=torch.rand(2, 3, 12, 12))
+
+
+@pytest.mark.parametrize("config, extra", [("shapes-tiny-inpaint", 4), ("shapes-tiny-upsample", 3)])
+def test_inpainting_and_upsampling_recipes_make_their_inputs_and_train(config, extra):
+    from unclip_lite.glide.recipes import RECIPES, new_glide
+    from unclip_lite.train import TrainConfig, Trainer
+
+    recipe = RECIPES[config]()
+    bundle = new_glide(recipe.model)
+    assert bundle.extra_channels == extra
+    batches = glide_batches(bundle, GlideData(batch_size=4))
+    x0, tokens, channels = batches(2)
+    R = bundle.image_size
+    assert x0.shape == (4, 3, R, R) and channels.shape == (4, extra, R, R)
+    assert all(torch.equal(a, b) for a, b in zip(batches(2), (x0, tokens, channels)))
+    if extra == 4:  # image·mask ⊕ mask
+        mask = channels[:, 3:]
+        assert set(mask.unique().tolist()) <= {0.0, 1.0} and torch.equal(channels[:, :3], x0 * mask)
+    else:  # the low-res copy upsampled: close to the image, not equal
+        assert 0 < (channels - x0).abs().mean() < 0.2
+    trainer = Trainer(bundle.model, diffusion_loss(bundle.diffusion, 5.0), batches,
+                      TrainConfig(steps=1, warmup=0, precision="fp32", progress=False))
+    trainer.fit()
+    assert torch.isfinite(torch.tensor(trainer.history[-1]["loss"]))

@@ -95,7 +95,7 @@ def cmd_train(args) -> int:
             print(f"stopped at step {trainer.step} of {recipe.train.steps} (--max-minutes); "
                   f"run the same command again to resume from {run_dir}", file=sys.stderr)
             return 0
-        metrics = quick_metrics(bundle)
+        metrics = quick_metrics(bundle) if bundle.extra_channels == 0 else {}
     path = bundle.save(out, manifest=clip_recipes.manifest_for(trainer, command, metrics),
                        dtype=torch.float16 if args.fp16 else None)
     print(json.dumps(metrics, indent=2))

@@ -28,6 +28,9 @@ class GlideData:
     batch_size: int = 32
     two_object_fraction: float = 0.25  # scenes with a relation, for the binding test
     seed: int = 0
+    mask_fill_all: float = 0.1  # inpainting models: share of masks that erase the whole image
+    low_res_size: int = 32      # upsamplers: the low-res input size
+    low_res_blur: float = 0.6   # upsamplers: the largest Gaussian blur σ of the low-res input (its pixels)
 
 
 @dataclass
@@ -41,7 +44,12 @@ class GlideRecipe:
         ema_decay=0.999, log_every=25, checkpoint_every=250))
 
 
-RECIPES = {"shapes-tiny": GlideRecipe}
+RECIPES = {
+    "shapes-tiny": GlideRecipe,
+    # GLIDE §3.3 and §4 on Shapes: the same loop, models reading 4 / 3 extra channels
+    "shapes-tiny-inpaint": lambda: GlideRecipe(model="shapes-tiny-inpaint"),
+    "shapes-tiny-upsample": lambda: GlideRecipe(model="shapes-tiny-upsample"),
+}
 
 
 def new_glide(model: str = "shapes-tiny", diffusion: DiffusionConfig | None = None, seed: int = 0) -> GlideBundle:
@@ -53,20 +61,33 @@ def new_glide(model: str = "shapes-tiny", diffusion: DiffusionConfig | None = No
 
 
 def glide_batches(bundle: GlideBundle, data: GlideData, p_uncond: float | None = None):
-    """``batches(index, rank, world)`` -> ``(x0 in [-1, 1], tokens with captions dropped)``.
+    """``batches(index, rank, world)`` -> ``(x0 in [-1, 1], tokens with captions dropped)``, plus
+    the extra input channels for an inpainting model (image·mask ⊕ mask, random rectangles)
+    or an upsampler (the blurred low-res copy, upsampled back).
 
-    Caption dropout is drawn from a generator seeded by the batch index, so a resumed run
-    drops exactly the captions an uninterrupted one would have.
+    Caption dropout, masks and blur are drawn from a generator seeded by the batch index, so
+    a resumed run sees exactly the batches an uninterrupted one would have.
     """
+    from unclip_lite.glide.inpaint import inpaint_channels, random_masks
+    from unclip_lite.glide.upsample import degrade, upsample_channels
+
     stream = shapes.ShapesStream(data.batch_size, bundle.image_size, seed=data.seed,
                                  two_object_fraction=data.two_object_fraction)
     p = bundle.model.config.p_uncond if p_uncond is None else p_uncond
 
     def batches(index: int, rank: int = 0, world: int = 1):
         images, texts, _ = stream.batch(index)
-        tokens = drop_captions(bundle.tokenize(texts), p, torch.Generator().manual_seed(data.seed * 7919 + index))
+        gen = torch.Generator().manual_seed(data.seed * 7919 + index)
+        tokens = drop_captions(bundle.tokenize(texts), p, gen)
+        x0 = images * 2 - 1  # [B, 3, R, R]
         mine = slice(rank * len(texts) // world, (rank + 1) * len(texts) // world)  # [B / world]
-        return images[mine] * 2 - 1, tokens[mine]
+        if bundle.extra_channels == 4:
+            masks = random_masks(len(x0), bundle.image_size, gen, fill_all=data.mask_fill_all)
+            return x0[mine], tokens[mine], inpaint_channels(x0, masks)[mine]
+        if bundle.extra_channels == 3:
+            low = degrade(x0, data.low_res_size, data.low_res_blur, gen)
+            return x0[mine], tokens[mine], upsample_channels(low, bundle.image_size)[mine]
+        return x0[mine], tokens[mine]
 
     return batches
 
@@ -75,10 +96,11 @@ def diffusion_loss(diffusion, min_snr_gamma: float | None = None):
     """The trainer's ``loss_fn(model, batch)``: L_simple at uniform t, optionally Min-SNR weighted."""
 
     def loss_fn(model, batch):
-        x0, tokens = batch
-        x0, tokens = x0.to(next(model.parameters()).device), tokens.to(x0.device)
+        x0, tokens, *extra = batch  # extra: the inpainting / upsampling channels, if any
+        x0 = x0.to(next(model.parameters()).device)
+        kwargs = {"tokens": tokens.to(x0.device), **({"extra": extra[0].to(x0.device)} if extra else {})}
         t = diffusion.sample_timesteps(len(x0), device=x0.device)  # [B]
-        terms = diffusion.training_losses(model, x0, t, model_kwargs={"tokens": tokens})
+        terms = diffusion.training_losses(model, x0, t, model_kwargs=kwargs)
         loss = terms["loss"]  # [B]
         if min_snr_gamma is not None:
             loss = loss * diffusion.min_snr_weight(t, min_snr_gamma).to(loss)
