@@ -94,8 +94,8 @@ def test_cli_train_then_eval(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "clip", "--config", "nope"], "no training recipe for config 'nope'"),
-    (["train", "glide", "--config", "shapes-tiny"], "unknown model kind 'glide'"),
+    (["train", "clip", "--config", "nope"], "no clip training recipe for config 'nope'"),
+    (["train", "dalle", "--config", "shapes-tiny"], "unknown model kind 'dalle'"),
     (["eval", "no-such-checkpoint"], "no checkpoint 'no-such-checkpoint'"),
 ])
 def test_cli_bad_input(argv, message, capsys):
