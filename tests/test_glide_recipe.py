@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from helpers import unzero_
 from PIL import Image
 
 from unclip_lite import cli
@@ -27,10 +28,7 @@ def tiny_bundle(seed: int = 0, image_size: int = 32) -> GlideBundle:
                       num_head_channels=16, image_size=image_size, encoder_channels=32, cond_dim=32)
     torch.manual_seed(seed)
     model = Text2Im(Text2ImConfig(unet, vocab.size, 24, 32, 1, 2)).eval()
-    with torch.no_grad():
-        for p in model.unet.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(std=0.05)
+    unzero_(model)
     return GlideBundle(model, vocab, DiffusionConfig("cosine", 20))
 
 
@@ -257,10 +255,7 @@ def tiny_variant(extra_channels: int, image_size: int = 32) -> GlideBundle:
     cfg.unet.in_channels = 3 + extra_channels
     torch.manual_seed(1)
     model = Text2Im(cfg).eval()
-    with torch.no_grad():
-        for p in model.unet.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(std=0.05)
+    unzero_(model)
     return GlideBundle(model, bundle.vocab, bundle.diffusion_config)
 
 

@@ -4,6 +4,7 @@ import time
 
 import pytest
 import torch
+from helpers import unzero_
 
 from unclip_lite.diffusion import GaussianDiffusion, sample
 from unclip_lite.glide.guidance import classifier_free_guidance
@@ -26,10 +27,7 @@ def tiny_config(learn_sigma: bool = False, **kw) -> Text2ImConfig:
 def tiny_model(learn_sigma: bool = False, seed: int = 0) -> Text2Im:
     torch.manual_seed(seed)
     model = Text2Im(tiny_config(learn_sigma)).eval()
-    with torch.no_grad():  # the U-Net's last conv starts at zero: make outputs non-trivial
-        for p in model.unet.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(std=0.05)
+    unzero_(model)
     return model
 
 
@@ -119,10 +117,7 @@ def test_extra_channels_reach_the_unet_and_guidance_passes_them_to_both_halves()
     cfg.unet.in_channels = 7
     torch.manual_seed(0)
     model = Text2Im(cfg).eval()
-    with torch.no_grad():
-        for p in model.unet.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(std=0.05)
+    unzero_(model)
     tokens, x, t = captions(), torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
     extra = torch.randn(2, 4, 16, 16)
     with torch.no_grad():
