@@ -187,7 +187,8 @@ def test_config_validation_and_roundtrip():
     with pytest.raises(ValueError, match=r"unknown Text2ImConfig field\(s\)"):
         Text2ImConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     assert set(TEXT2IM_CONFIGS) == {"shapes-tiny", "glide-base-released", "glide-base-paper", "shapes-tiny-inpaint",
-                                    "glide-inpaint-released", "shapes-tiny-upsample", "glide-upsample-released"}
+                                    "glide-inpaint-released", "shapes-tiny-upsample", "glide-upsample-released",
+                                    "glide-upsample-paper"}
     for name, channels in (("shapes-tiny-inpaint", 7), ("glide-inpaint-released", 7),
                            ("shapes-tiny-upsample", 6), ("glide-upsample-released", 6)):
         assert TEXT2IM_CONFIGS[name].unet.in_channels == channels and TEXT2IM_CONFIGS[name].unet.out_channels == 3
@@ -213,3 +214,23 @@ def test_released_preset_on_meta_is_fast():
     assert elapsed < 1.0
     assert count_parameters(model) == 385_030_726  # glide-text2im's base model: 385M
     assert count_parameters(model.text) == 76_301_824
+
+
+def test_inpainting_and_upsampling_presets_on_meta_have_the_expected_sizes():
+    with torch.device("meta"):
+        base = Text2Im(get_text2im_config("glide-base-released"))
+        inpaint = Text2Im(get_text2im_config("glide-inpaint-released"))
+        released = Text2Im(get_text2im_config("glide-upsample-released"))
+        paper = Text2Im(get_text2im_config("glide-upsample-paper"))
+    # inpainting = the base model + 4 input channels into its first 3x3 conv (192 filters)
+    assert count_parameters(inpaint) - count_parameters(base) == 192 * 4 * 3 * 3
+    # the released upsampler: the base's text transformer, a 6-channel U-Net at 256 px
+    assert count_parameters(released.text) == count_parameters(base.text)
+    assert released.config.unet.in_channels == 6 and released.config.unet.image_size == 256
+    # the paper's (§4): ~1.5B in all, its text transformer 1024 wide, 24 blocks:
+    # 24 · (12·w² + 13·w) for the blocks, plus token/position embeddings, final norm and projection
+    w, layers = 1024, 24
+    blocks = layers * (12 * w * w + 13 * w)
+    assert paper.config.text_width == w and paper.config.text_layers == layers
+    assert 1.40e9 < count_parameters(paper) < 1.55e9
+    assert abs(count_parameters(paper.text) - blocks) < 0.25 * blocks

@@ -62,11 +62,13 @@ def cmd_train(args) -> int:
 
     from unclip_lite.checkpoints import REGISTRY_DIR
     from unclip_lite.clip import recipes as clip_recipes
+    from unclip_lite.glide import guide_recipes
     from unclip_lite.glide import recipes as glide_recipes
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    kinds = {"clip": clip_recipes.RECIPES, "glide": glide_recipes.RECIPES}
+    kinds = {"clip": clip_recipes.RECIPES, "glide": glide_recipes.RECIPES,
+             "classifier": guide_recipes.CLASSIFIER_RECIPES}
     if args.model not in kinds:
         raise ValueError(f"unknown model kind {args.model!r}; trainable here: {', '.join(kinds)}")
     if args.config not in kinds[args.model]:
@@ -79,23 +81,20 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else REGISTRY_DIR / f"{name}.safetensors"
     run_dir = Path(args.run_dir or Path("runs") / name)
     command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
+    run = dict(out_dir=run_dir, resume=not args.fresh, max_minutes=args.max_minutes)
     if args.model == "clip":
-        bundle, trainer = clip_recipes.train(args.config, recipe, out_dir=run_dir, resume=not args.fresh)
-        if trainer.rank != 0:
-            return 0
-        metrics = clip_recipes.evaluate(args.config, bundle)
+        bundle, trainer = clip_recipes.train(args.config, recipe, **run)
+    elif args.model == "classifier":
+        bundle, trainer = guide_recipes.train_noised_classifier(recipe, **run)
     else:
-        from unclip_lite.glide.evaluate import quick_metrics
-
-        bundle, trainer = glide_recipes.train_shapes_glide(recipe, out_dir=run_dir, resume=not args.fresh,
-                                                           max_minutes=args.max_minutes)
-        if trainer.rank != 0:
-            return 0
-        if trainer.step < recipe.train.steps:
-            print(f"stopped at step {trainer.step} of {recipe.train.steps} (--max-minutes); "
-                  f"run the same command again to resume from {run_dir}", file=sys.stderr)
-            return 0
-        metrics = quick_metrics(bundle) if bundle.extra_channels == 0 else {}
+        bundle, trainer = glide_recipes.train_shapes_glide(recipe, **run)
+    if trainer.rank != 0:
+        return 0
+    if trainer.step < recipe.train.steps:
+        print(f"stopped at step {trainer.step} of {recipe.train.steps} (--max-minutes); "
+              f"run the same command again to resume from {run_dir}", file=sys.stderr)
+        return 0
+    metrics = evaluate_trained(args.model, args.config, bundle)
     path = bundle.save(out, manifest=clip_recipes.manifest_for(trainer, command, metrics),
                        dtype=torch.float16 if args.fp16 else None)
     print(json.dumps(metrics, indent=2))
@@ -103,48 +102,144 @@ def cmd_train(args) -> int:
     return 0
 
 
+def evaluate_trained(kind: str, config: str, bundle) -> dict:
+    """The quick metrics a training command records; ``unclip-lite eval`` computes the full ones."""
+    if kind == "clip":
+        from unclip_lite.clip import recipes
+
+        return recipes.evaluate(config, bundle)
+    if kind == "classifier":
+        from unclip_lite.glide.guide_recipes import evaluate_classifier
+
+        return evaluate_classifier(bundle)
+    if bundle.extra_channels == 0:
+        from unclip_lite.glide.evaluate import quick_metrics
+
+        return quick_metrics(bundle)
+    return {}  # inpainting and upsampling models: see unclip-lite eval
+
+
+def load_guide(name: str):
+    """``(guide, kind)`` for a shipped noise-aware CLIP or noised classifier (name or path)."""
+    from unclip_lite.checkpoints import read_manifest
+    from unclip_lite.glide import guide_recipes
+
+    kind = read_manifest(name).get("kind")
+    if kind == "clip":
+        from unclip_lite.clip.bundle import load_clip
+
+        return guide_recipes.clip_guide(load_clip(name)), "clip"
+    if kind == "classifier":
+        from unclip_lite.glide.classifier import load_classifier
+
+        return guide_recipes.classifier_guide(load_classifier(name)), "classifier"
+    raise ValueError(f"{name}: not a guide (a noise-aware CLIP or a noised classifier); its kind is {kind!r}")
+
+
 def cmd_eval(args) -> int:
     """Recompute a checkpoint's metrics; print them as one JSON object on stdout."""
+    import shlex
+    import time
+
     import torch
 
-    from unclip_lite.checkpoints import read_manifest
-    from unclip_lite.clip import recipes
-    from unclip_lite.clip.bundle import load_clip
+    from unclip_lite.checkpoints import read_manifest, update_manifest
 
     if args.threads:
         torch.set_num_threads(args.threads)
     manifest = read_manifest(args.checkpoint)
-    kind = manifest.get("kind")
+    if not manifest:
+        raise FileNotFoundError(f"no checkpoint manifest for {args.checkpoint!r}")
+    kind, start = manifest.get("kind"), time.perf_counter()
+    scales = [float(s) for s in args.scales.split(",")] if args.scales else None
     if kind == "judge":
         from unclip_lite.judge import evaluate_judge, load_judge
 
-        print(json.dumps(evaluate_judge(load_judge(args.checkpoint), n=args.n), sort_keys=True))
-        return 0
-    if kind == "glide":
-        import time
-
+        metrics = evaluate_judge(load_judge(args.checkpoint), n=args.n)
+    elif kind == "glide":
+        from unclip_lite.glide import evaluate
         from unclip_lite.glide.bundle import load_glide
-        from unclip_lite.glide.evaluate import evaluate_glide
 
-        start = time.perf_counter()
-        metrics = evaluate_glide(load_glide(args.checkpoint), per_pair=args.per_pair, steps=args.steps,
-                                 ddpm_per_pair=args.ddpm_per_pair, pairs_n=args.pairs_n, progress=False)
-        print(json.dumps(metrics, sort_keys=True))
-        if args.record:
-            import shlex
+        bundle = load_glide(args.checkpoint)
+        if bundle.extra_channels == 4:
+            metrics = evaluate.evaluate_inpainting(bundle, per_pair=args.per_pair, pairs_n=args.pairs_n,
+                                                   steps=args.steps, progress=False)
+        elif bundle.extra_channels == 3:
+            metrics = evaluate.evaluate_upsampler(bundle, n=min(args.n, 100), respacing=args.respacing,
+                                                  progress=False)
+        else:
+            metrics = evaluate.evaluate_glide(bundle, per_pair=args.per_pair, steps=args.steps,
+                                              ddpm_per_pair=args.ddpm_per_pair, pairs_n=args.pairs_n, progress=False)
+    elif kind in ("clip", "classifier"):
+        from unclip_lite.clip.bundle import load_clip
+        from unclip_lite.glide import guide_recipes
 
-            from unclip_lite.checkpoints import update_manifest
+        if kind == "clip":
+            bundle = load_clip(args.checkpoint)
+            if not bundle.model.config.vision.timestep_conditioned:
+                from unclip_lite.clip import recipes
 
-            command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
-            update_manifest(args.checkpoint, metrics=metrics, eval_command=command,
-                            eval_seconds=round(time.perf_counter() - start, 1))
-        return 0
-    if kind != "clip":
+                world = bundle.extra.get("recipe", {}).get("model", "shapes-tiny")
+                print(json.dumps(recipes.evaluate(world, bundle, n=args.n), sort_keys=True))
+                return 0
+            metrics = guide_recipes.evaluate_noised_clip(bundle, n=min(args.n, 500))
+        else:
+            from unclip_lite.glide.classifier import load_classifier
+
+            metrics = guide_recipes.evaluate_classifier(load_classifier(args.checkpoint), n=min(args.n, 500))
+        if args.pairs_n:  # the guide at work: judged samples beside classifier-free guidance
+            from unclip_lite.glide.bundle import load_glide
+            from unclip_lite.glide.evaluate import evaluate_guidance
+
+            guide, _ = load_guide(args.checkpoint)
+            metrics.update(evaluate_guidance(load_glide(args.base), guide, kind, scales=scales or (1.0, 3.0, 10.0),
+                                             per_pair=args.per_pair, steps=args.steps, progress=False))
+            metrics["base"] = args.base
+    else:
         raise ValueError(f"{args.checkpoint}: no evaluation for a checkpoint of kind {kind!r}")
-    bundle = load_clip(args.checkpoint)
-    world = bundle.extra.get("recipe", {}).get("model", "shapes-tiny")
-    print(json.dumps(recipes.evaluate(world, bundle, n=args.n), sort_keys=True))
+    print(json.dumps(metrics, sort_keys=True))
+    if args.record:
+        command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
+        update_manifest(args.checkpoint, metrics=metrics, eval_command=command,
+                        eval_seconds=round(time.perf_counter() - start, 1))
     return 0
+
+
+def read_images(path: str, size: int, n: int):
+    """``n`` images [n, 3, size, size] in [0, 1] from a PNG: one image, repeated, or a grid of
+    ``n`` tiles of ``size`` px (with torchvision's 2 px padding, as ``sample`` writes them)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(path) as file:
+        image = torch.from_numpy(np.array(file.convert("RGB"))).permute(2, 0, 1).float() / 255  # [3, H, W]
+    if image.shape[1:] == (size, size):
+        return image.expand(n, -1, -1, -1).clone()
+    tiles = []
+    for i in range(n):
+        top, left = 2, 2 + i * (size + 2)
+        tile = image[:, top:top + size, left:left + size]
+        if tile.shape[1:] != (size, size):
+            raise ValueError(f"{path}: expected a {size} px image or a row of {n} tiles of {size} px, "
+                             f"got {tuple(image.shape[1:])}")
+        tiles.append(tile)
+    return torch.stack(tiles)
+
+
+def hole_mask(spec: str, size: int, n: int):
+    """A mask [n, 1, size, size] (1 = keep) that erases the pixel box "left,top,right,bottom"."""
+    import torch
+
+    try:
+        left, top, right, bottom = (int(v) for v in spec.split(","))
+    except ValueError:
+        raise ValueError(f"--hole must be four integers left,top,right,bottom in pixels, got {spec!r}") from None
+    if not 0 <= left < right <= size or not 0 <= top < bottom <= size:
+        raise ValueError(f"--hole {spec!r} must lie inside the {size} px image with left < right, top < bottom")
+    mask = torch.ones(n, 1, size, size)
+    mask[:, :, top:bottom, left:right] = 0
+    return mask
 
 
 def cmd_sample(args) -> int:
@@ -162,8 +257,33 @@ def cmd_sample(args) -> int:
         torch.set_num_threads(args.threads)
     bundle = load_glide(args.checkpoint)
     prompts = [p for p in args.prompt for _ in range(args.n)]
-    images = bundle.sample(prompts, args.guidance, args.sampler, args.steps, seed=args.seed,
-                           precision=args.precision, respacing=args.respacing, progress=True)
+    extra = {}
+    if args.guide:
+        extra["guide"], _ = load_guide(args.guide)
+        extra["guide_scale"] = args.guide_scale
+    if args.image or args.hole:
+        if not (args.image and args.hole):
+            raise ValueError("inpainting needs both --image PNG and --hole left,top,right,bottom")
+        size = bundle.image_size
+        extra["inpaint"] = (read_images(args.image, size, len(prompts)), hole_mask(args.hole, size, len(prompts)))
+    if args.low_res or args.base:
+        if bool(args.low_res) == bool(args.base):
+            raise ValueError("an upsampler takes either --low-res PNG or --base CHECKPOINT, not both")
+        if args.low_res:
+            low_size = bundle.extra.get("recipe", {}).get("data", {}).get("low_res_size", bundle.image_size // 2)
+            extra["low_res"] = read_images(args.low_res, low_size, len(prompts))
+        else:  # the cascade: the base model draws, the upsampler (plain conditional) refines
+            base = load_glide(args.base)
+            low_size = bundle.extra.get("recipe", {}).get("data", {}).get("low_res_size", bundle.image_size // 2)
+            if base.image_size != low_size:
+                raise ValueError(f"--base {args.base} draws {base.image_size} px images; this upsampler takes {low_size} px")
+            extra["low_res"] = base.sample(prompts, args.guidance, args.sampler, args.steps, seed=args.seed,
+                                           precision=args.precision, progress=True)
+            args.guidance = 1.0
+    images = bundle.sample(prompts, args.guidance, args.sampler, None if args.base else args.steps,
+                           seed=args.seed, precision=args.precision,
+                           respacing="fast27" if args.base and not args.respacing else args.respacing,
+                           progress=True, **extra)
     if args.out_dir:
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=4, help="samples per prompt")
     p.add_argument("--precision", default="fp32", help="fp32 or bf16")
+    p.add_argument("--guide", help="CLIP or classifier guidance: a noise-aware CLIP or noised classifier checkpoint")
+    p.add_argument("--guide-scale", type=float, default=3.0, help="gradient guidance scale, 0..1000")
+    p.add_argument("--image", help="inpainting: the image to edit (a PNG of the model's size, or a row of tiles)")
+    p.add_argument("--hole", help="inpainting: the pixel box to redraw, left,top,right,bottom")
+    p.add_argument("--low-res", help="upsampling: the low-res image(s), a PNG")
+    p.add_argument("--base", help="upsampling: draw the low-res images with this GLIDE first (a cascade)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--out", default="samples.png", help="one grid PNG, a row per prompt")
     out.add_argument("--out-dir", help="one PNG per sample instead")
@@ -225,10 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000, help="evaluation images per split (clip, judge)")
     p.add_argument("--per-pair", type=int, default=4, help="glide: DDIM samples per colour x shape pair")
     p.add_argument("--ddpm-per-pair", type=int, default=2, help="glide: DDPM-1000 vs DDIM samples per pair")
-    p.add_argument("--pairs-n", type=int, default=120, help="glide: two-object prompts")
+    p.add_argument("--pairs-n", type=int, default=120,
+                   help="glide: two-object prompts (inpainting: 'add' edits); guides: 0 skips the guidance run")
     p.add_argument("--steps", type=int, default=50, help="glide: DDIM steps")
+    p.add_argument("--respacing", default="fast27", help="upsamplers: the DDIM schedule to sample with")
+    p.add_argument("--scales", help="guides: gradient guidance scales to try, e.g. 1,3,10")
+    p.add_argument("--base", default="glide-shapes-tiny", help="guides: the GLIDE they steer")
     p.add_argument("--record", action="store_true",
-                   help="glide: store the metrics (and this command) in the checkpoint's manifest")
+                   help="store the metrics (and this command) in the checkpoint's manifest")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=cmd_eval)
     return parser

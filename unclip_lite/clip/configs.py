@@ -173,6 +173,12 @@ _PRESETS: dict[str, CLIPConfig] = {
         vision=VisionConfig(image_size=32, layers=4, width=128, heads=4, patch_size=4),
         text=TextConfig(context_length=16, vocab_size=512, width=128, heads=4, layers=4, eot_token_id=2),
     ),
+    # shapes-tiny whose image tower also reads the diffusion timestep: CLIP guidance (GLIDE §2.4)
+    "shapes-tiny-noised": CLIPConfig(
+        embed_dim=128,
+        vision=VisionConfig(image_size=32, layers=4, width=128, heads=4, patch_size=4, timestep_conditioned=True),
+        text=TextConfig(context_length=16, vocab_size=512, width=128, heads=4, layers=4, eot_token_id=2),
+    ),
     "emoji-tiny": CLIPConfig(
         embed_dim=128,
         vision=VisionConfig(image_size=64, layers=4, width=128, heads=4, patch_size=8),

@@ -49,7 +49,13 @@ def _emoji_recipe():
     return EmojiRecipe()
 
 
-RECIPES = {"shapes-tiny": Recipe, "emoji-tiny": _emoji_recipe}
+def _noised_recipe():
+    from unclip_lite.glide.guide_recipes import NoisedClipRecipe
+
+    return NoisedClipRecipe()
+
+
+RECIPES = {"shapes-tiny": Recipe, "emoji-tiny": _emoji_recipe, "shapes-tiny-noised": _noised_recipe}
 
 
 def shapes_vocab() -> CompactVocab:
@@ -187,6 +193,11 @@ def manifest_for(trainer: Trainer, command: str, metrics: dict) -> dict:
 
 def train(config: str, recipe: Recipe | None = None, **kwargs) -> tuple[CLIPBundle, Trainer]:
     """Dispatch on the world the config name belongs to."""
+    if config.endswith("-noised"):  # a noise-aware CLIP for guidance (chapter 06)
+        from unclip_lite.glide.guide_recipes import train_noised_clip
+
+        return train_noised_clip(recipe, **kwargs)
+    kwargs.pop("max_minutes", None)
     if config.startswith("shapes"):
         return train_shapes_clip(recipe, **kwargs)
     if config.startswith("emoji"):
@@ -197,6 +208,10 @@ def train(config: str, recipe: Recipe | None = None, **kwargs) -> tuple[CLIPBund
 
 
 def evaluate(config: str, bundle: CLIPBundle, n: int = 1000) -> dict:
+    if config.endswith("-noised"):
+        from unclip_lite.glide.guide_recipes import evaluate_noised_clip
+
+        return evaluate_noised_clip(bundle, n=min(n, 500))
     if config.startswith("shapes"):
         return evaluate_shapes(bundle, n=n)
     if config.startswith("emoji"):

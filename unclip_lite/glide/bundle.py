@@ -121,7 +121,7 @@ class GlideBundle:
     def sample(self, prompts: str | Sequence[str], guidance: float = 3.0, sampler: str = "ddim",
                steps: int | None = 50, seed: int = 0, batch_size: int = 256, precision: str = "fp32",
                respacing: str | None = None, progress: bool = False, inpaint=None,
-               low_res: torch.Tensor | None = None) -> torch.Tensor:
+               low_res: torch.Tensor | None = None, guide=None, guide_scale: float = 0.0) -> torch.Tensor:
         """Images ``[N, 3, R, R]`` in [0, 1] for ``prompts``, guided with scale ``guidance``.
 
         ``sampler="ddim"`` takes ``steps`` strided steps (η = 0); ``"ddpm"`` ancestral steps over
@@ -133,8 +133,20 @@ class GlideBundle:
 
         An inpainting model needs ``inpaint=(image, mask)`` (image in [0, 1], mask 1 = keep,
         0 = fill; the kept pixels come back exactly); an upsampler needs ``low_res`` images.
+
+        ``guide(prompts) -> log_prob_fn(x_t, t)`` adds gradient guidance with ``guide_scale`` on
+        top of classifier-free guidance: CLIP guidance or classifier guidance (chapter 06,
+        :func:`~unclip_lite.glide.guide_recipes.clip_guide`, ``classifier_guide``). With
+        ``guidance=0`` the text-to-image model is unconditional and the guide alone steers.
         """
+        from unclip_lite.diffusion.guidance import MAX_GRADIENT_SCALE, check_guidance_scale, gradient_guidance
         from unclip_lite.glide.inpaint import paste_known, paste_result
+
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if guide is not None:
+            check_guidance_scale(guide_scale, MAX_GRADIENT_SCALE)
+            if not callable(guide):
+                raise ValueError("guide must be a callable guide(prompts) -> log_prob_fn(x_t, t)")
 
         self.check_sampling(sampler, steps)
         diffusion = self.respaced(respacing)
@@ -161,6 +173,8 @@ class GlideBundle:
                 with autocast:
                     return guided(x, t).float()
 
+            if guide is not None and guide_scale > 0:  # CLIP or classifier guidance
+                fn = gradient_guidance(self.diffusion, fn, guide(prompts[part]), guide_scale)
             if known is not None:  # inpainting: the known pixels go into every predicted x_0
                 fn = paste_known(self.diffusion, fn, known[0][part], known[1][part])
             shape = (len(tokens[part]), self.model.config.unet.out_channels, self.image_size, self.image_size)

@@ -88,3 +88,45 @@ class NoisedClassifier(nn.Module):
         logits = self(x_t, t)
         return sum(F.log_softmax(logits[name].float(), dim=-1).gather(1, y.view(-1, 1).long()).squeeze(1)
                    for name, y in labels.items())
+
+
+@dataclass
+class ClassifierBundle:
+    """A trained noised classifier and the diffusion whose x_t it reads, saved as one."""
+
+    model: NoisedClassifier
+    diffusion_config: "DiffusionConfig" = None
+    extra: dict = field(default_factory=dict)  # saved alongside: how it was trained
+    manifest: dict = field(default_factory=dict)  # of the checkpoint it was loaded from
+
+    def __post_init__(self):
+        from unclip_lite.glide.bundle import DiffusionConfig
+
+        if self.diffusion_config is None:
+            self.diffusion_config = DiffusionConfig()
+
+    @property
+    def image_size(self) -> int:
+        return self.model.config.unet.image_size
+
+    def config_dict(self) -> dict:
+        return {"classifier": self.model.config.to_dict(), "diffusion": vars(self.diffusion_config).copy(),
+                "extra": self.extra}
+
+    def save(self, path, manifest: dict | None = None, dtype: torch.dtype | None = None):
+        from unclip_lite.checkpoints import save_checkpoint
+
+        return save_checkpoint(path, self.model.state_dict(), self.config_dict(), kind="classifier",
+                               manifest=manifest, dtype=dtype)
+
+
+def load_classifier(name_or_path) -> ClassifierBundle:
+    """A trained noised classifier from the registry (``"classifier-noised-shapes-tiny"``) or a path."""
+    from unclip_lite.checkpoints import load_checkpoint, load_state_into
+    from unclip_lite.glide.bundle import DiffusionConfig
+
+    ckpt = load_checkpoint(name_or_path, kind="classifier")
+    model = NoisedClassifier(ClassifierConfig.from_dict(ckpt.config["classifier"]))
+    load_state_into(model, {k: v.float() for k, v in ckpt.state_dict.items()}, str(ckpt.path))
+    return ClassifierBundle(model.eval(), DiffusionConfig(**ckpt.config["diffusion"]),
+                            ckpt.config.get("extra", {}), ckpt.manifest)

@@ -32,6 +32,8 @@ def classifier_free_guidance(model, tokens: torch.Tensor, scale: float, **model_
     for name, value in model_kwargs.items():
         if isinstance(value, torch.Tensor) and len(value) != len(tokens):
             raise ValueError(f"{name} has batch {len(value)} but there are {len(tokens)} captions")
+    # a learned variance comes from the conditional half, so s = 0 still needs both halves
+    learned_variance = bool(getattr(getattr(getattr(model, "config", None), "unet", None), "learn_sigma", True))
     both_kwargs = {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) else v for k, v in model_kwargs.items()}
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -39,6 +41,8 @@ def classifier_free_guidance(model, tokens: torch.Tensor, scale: float, **model_
         if B != len(tokens):
             raise ValueError(f"x has batch {B} but guidance was built for {len(tokens)} captions")
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(B)  # [B]
+        if scale == 1.0 or (scale == 0.0 and not learned_variance):  # one half is all the formula needs
+            return model(x, t, empty if scale == 0 else tokens, **model_kwargs)
         out = model(torch.cat([x, x]), torch.cat([t, t]), both_tokens, **both_kwargs)  # [2B, C or 2C, H, W]
         eps, rest = out[:, :C], out[:, C:]
         eps_c, eps_u = eps[:B], eps[B:]  # [B, C, H, W] each

@@ -42,13 +42,29 @@ class GlideRecipe:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=6500, lr=5e-4, warmup=200, weight_decay=0.0, min_lr_ratio=0.1, precision="bf16",
         ema_decay=0.999, log_every=25, checkpoint_every=250))
+    init_from: str | None = None  # a trained GLIDE checkpoint to fine-tune (see warm_start)
+
+
+def _inpaint_recipe() -> GlideRecipe:
+    # GLIDE §3.3: the inpainting model is the base model fine-tuned with 4 more input channels
+    return GlideRecipe(model="shapes-tiny-inpaint", init_from="glide-shapes-tiny", train=TrainConfig(
+        steps=2000, lr=2e-4, warmup=100, weight_decay=0.0, min_lr_ratio=0.1, precision="bf16",
+        ema_decay=0.995, log_every=25, checkpoint_every=250))
+
+
+def _upsample_recipe() -> GlideRecipe:
+    # 64 px steps cost 4x the 32 px ones: half the batch and a third of the steps; the
+    # low-res input already says almost everything, so the model has far less to learn
+    return GlideRecipe(model="shapes-tiny-upsample", data=GlideData(batch_size=16), train=TrainConfig(
+        steps=2000, lr=5e-4, warmup=100, weight_decay=0.0, min_lr_ratio=0.1, precision="bf16",
+        ema_decay=0.995, log_every=25, checkpoint_every=250))
 
 
 RECIPES = {
     "shapes-tiny": GlideRecipe,
     # GLIDE §3.3 and §4 on Shapes: the same loop, models reading 4 / 3 extra channels
-    "shapes-tiny-inpaint": lambda: GlideRecipe(model="shapes-tiny-inpaint"),
-    "shapes-tiny-upsample": lambda: GlideRecipe(model="shapes-tiny-upsample"),
+    "shapes-tiny-inpaint": _inpaint_recipe,
+    "shapes-tiny-upsample": _upsample_recipe,
 }
 
 
@@ -58,6 +74,36 @@ def new_glide(model: str = "shapes-tiny", diffusion: DiffusionConfig | None = No
     torch.manual_seed(seed)
     return GlideBundle(Text2Im(get_text2im_config(model, vocab_size=vocab.size)), vocab,
                        diffusion or DiffusionConfig())
+
+
+@torch.no_grad()
+def warm_start(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Copy a trained model's weights into ``model`` whose convolutions may read more input
+    channels; returns the names of the widened weights.
+
+    A weight whose only difference is a larger input-channel dimension (dim 1) keeps the
+    trained values on the old channels and gets zeros on the new ones, so the widened model
+    starts out computing exactly what the trained one did and learns to use the new inputs
+    (image · mask and mask for inpainting). Any other mismatch is an error.
+    """
+    own = model.state_dict()
+    problems = sorted(set(own) ^ set(state_dict))
+    widened = []
+    for name, value in state_dict.items():
+        if name not in own:
+            continue
+        target = own[name]
+        if target.shape == value.shape:
+            target.copy_(value)
+        elif (target.dim() == value.dim() >= 2 and target.shape[0] == value.shape[0]
+              and target.shape[2:] == value.shape[2:] and target.shape[1] > value.shape[1]):
+            target.zero_()[:, :value.shape[1]] = value
+            widened.append(name)
+        else:
+            problems.append(f"{name}: {tuple(value.shape)} -> {tuple(target.shape)}")
+    if problems:
+        raise ValueError("cannot warm-start from a model of another architecture: " + "; ".join(problems[:8]))
+    return widened
 
 
 def glide_batches(bundle: GlideBundle, data: GlideData, p_uncond: float | None = None):
@@ -115,6 +161,11 @@ def train_shapes_glide(recipe: GlideRecipe | None = None, out_dir: str | Path | 
     """Train a Shapes GLIDE with the shared trainer; returns the bundle holding the EMA weights."""
     recipe = recipe or GlideRecipe()
     bundle = new_glide(recipe.model, recipe.diffusion, recipe.train.seed)
+    if recipe.init_from:  # resume() below replaces these weights if a training state exists
+        from unclip_lite.checkpoints import load_checkpoint
+
+        base = load_checkpoint(recipe.init_from, kind="glide")
+        warm_start(bundle.model, {k: v.float() for k, v in base.state_dict.items()})
     trainer = Trainer(bundle.model, diffusion_loss(bundle.diffusion, recipe.min_snr_gamma),
                       glide_batches(bundle, recipe.data), recipe.train, out_dir=out_dir, live_plot=live_plot)
     if resume and out_dir:
@@ -123,5 +174,6 @@ def train_shapes_glide(recipe: GlideRecipe | None = None, out_dir: str | Path | 
     bundle.model = trainer.averaged_model().eval()
     bundle.extra = {"recipe": {"model": recipe.model, "diffusion": asdict(recipe.diffusion),
                                "min_snr_gamma": recipe.min_snr_gamma, "data": asdict(recipe.data),
+                               "init_from": recipe.init_from,
                                "train": asdict(recipe.train)}}
     return bundle, trainer

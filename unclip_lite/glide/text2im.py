@@ -92,6 +92,12 @@ def _shapes_upsampler() -> UNetConfig:
                       num_head_channels=32, image_size=64)
 
 
+def _paper_upsampler() -> UNetConfig:
+    cfg = _released_upsampler()
+    cfg.model_channels = 352
+    return cfg
+
+
 TEXT2IM_CONFIGS: dict[str, Text2ImConfig] = {
     # 32 px Shapes; vocab_size comes from the Shapes CompactVocab at build time (40 ids)
     "shapes-tiny": Text2ImConfig(_with_text("shapes-small", 128), None, 24, 128, 2, 4),
@@ -105,6 +111,10 @@ TEXT2IM_CONFIGS: dict[str, Text2ImConfig] = {
     # text-conditional upsamplers reading x_t ⊕ bilinear(low res); a smaller text encoder
     "shapes-tiny-upsample": Text2ImConfig(_with_text(_shapes_upsampler(), 64, 6), None, 24, 64, 1, 2),
     "glide-upsample-released": Text2ImConfig(_with_text(_released_upsampler(), 512, 6), 50257, 128, 512, 16, 8),
+    # the paper's 64 -> 256 upsampler (§4): "1.5 billion parameters", text width 1024 instead of 2048.
+    # The paper gives no channel count; 352 channels on the released upsampler's layout make
+    # 1.44B in all (1.09B U-Net + 0.35B text transformer of 24 blocks), the nearest fit
+    "glide-upsample-paper": Text2ImConfig(_with_text(_paper_upsampler(), 1024, 6), 50257, 128, 1024, 24, 16),
 }
 
 
