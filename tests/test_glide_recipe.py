@@ -50,15 +50,18 @@ def test_min_snr_weight_gives_the_same_x0_weighted_loss_in_every_parameterisatio
     own = {"eps": (eps_hat, noise), "x0": (x0_hat, x0),
            "v": (ab.sqrt() * eps_hat - (1 - ab).sqrt() * x0_hat, diffusion.v_target(x0, noise, t))}
     pred, target = own[parameterization]
-    weighted = diffusion.min_snr_weight(t, 5.0) * ((pred - target) ** 2).mean((1, 2, 3))
     snr = ab.view(-1) / (1 - ab.view(-1))
-    expected = snr.clamp(max=5.0) * ((x0_hat - x0) ** 2).mean((1, 2, 3))
-    torch.testing.assert_close(weighted, expected, rtol=1e-6, atol=1e-12)
+    for floor in (0.0, 1.0):  # with a floor (upsamplers): min(max(SNR, floor), γ)
+        weighted = diffusion.min_snr_weight(t, 5.0, floor) * ((pred - target) ** 2).mean((1, 2, 3))
+        expected = snr.clamp(min=floor, max=5.0) * ((x0_hat - x0) ** 2).mean((1, 2, 3))
+        torch.testing.assert_close(weighted, expected, rtol=1e-6, atol=1e-12)
 
 
 def test_min_snr_weight_rejects_a_non_positive_gamma():
     with pytest.raises(ValueError, match="gamma"):
         GaussianDiffusion.from_schedule("cosine", 10).min_snr_weight(torch.tensor([1]), 0.0)
+    with pytest.raises(ValueError, match="floor"):
+        GaussianDiffusion.from_schedule("cosine", 10).min_snr_weight(torch.tensor([1]), 5.0, floor=6.0)
 
 
 # --- the training stream and loss -------------------------------------------------------------

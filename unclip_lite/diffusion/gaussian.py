@@ -180,18 +180,24 @@ class GaussianDiffusion:
         ab = self.alphas_cumprod.to(t.device)[t]
         return ab / (1.0 - ab)
 
-    def min_snr_weight(self, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    def min_snr_weight(self, t: torch.Tensor, gamma: float = 5.0, floor: float = 0.0) -> torch.Tensor:
         """Per-example loss weight of Min-SNR-γ (Hang et al. 2023, eq. 6), ``[B]`` float64.
 
         Written as a weight on x_0's squared error, min(SNR, γ) caps how much the nearly clean
         steps (huge SNR) count, which speeds training up ~3× in the paper. Our loss is on the
         parameterisation's target, so the weight is divided by what that target already puts on
         x_0: ε-loss = SNR · x_0-loss, v-loss = (SNR + 1) · x_0-loss.
+
+        ``floor`` > 0 also raises the x_0 weight of the noisiest steps to at least ``floor``
+        (min(max(SNR, floor), γ)): a model that must read a conditioning image at high noise,
+        such as an upsampler, otherwise learns that there at a weight of SNR ≈ 0.
         """
         if gamma <= 0:
             raise ValueError(f"min-SNR gamma must be positive, got {gamma}")
+        if not 0 <= floor <= gamma:
+            raise ValueError(f"the SNR floor must be in [0, gamma={gamma}], got {floor}")
         snr = self.snr(t)
-        capped = snr.clamp(max=gamma)
+        capped = snr.clamp(min=floor, max=gamma)
         return {"eps": capped / snr, "x0": capped, "v": capped / (snr + 1.0)}[self.parameterization]
 
     # -- converting between x_0, ε and v (all at the same x_t, t) -----------------------------
