@@ -97,7 +97,7 @@ def test_the_guides_read_noisy_images_and_steer_the_unconditional_model(name, ki
     for attr in attrs:
         assert m[f"t0_{attr}"] >= 0.9 and m[f"t250_{attr}"] >= 0.8, m
     best = m[f"{kind}_best_scale"]
-    assert m[f"{kind}_s{best:g}_all_joint"] == m[f"{kind}_best_all_joint"]
+    assert m[f"{kind}_s{best:g}_all_joint"] == pytest.approx(m[f"{kind}_best_all_joint"], abs=1e-4)
     # steered by the guide alone, the unconditional model draws what the guide can read: the
     # classifier both attributes, the noised CLIP the colour (it reads shapes only late, at low noise)
     attr = "joint" if kind == "classifier" else "colour"

@@ -145,7 +145,7 @@ def evaluate_guidance(bundle: GlideBundle, guide, name: str, scales=(1.0, 3.0, 1
         joint = run(f"{name}_s{s:g}", guidance=0.0, guide=guide, guide_scale=s)
         if joint > best_joint:
             best, best_joint = s, joint
-    metrics[f"{name}_best_scale"], metrics[f"{name}_best_all_joint"] = best, best_joint
+    metrics[f"{name}_best_scale"], metrics[f"{name}_best_all_joint"] = best, round(best_joint, 4)
     run(f"{name}_plus_text", guidance=1.0, guide=guide, guide_scale=best)
     return metrics
 
