@@ -15,13 +15,19 @@ from unclip_lite.glide.text2im import EOT, PAD, SOT, empty_tokens
 
 
 class _FixedOutput:
-    """Stands in for a Text2Im: whatever it is asked, it returns ``out`` ([2B, ...] = [cond; uncond])."""
+    """Stands in for a Text2Im whose outputs are fixed: ``out`` = [cond; uncond] ([2B, ...]).
+    Asked for both halves it returns ``out``; asked for one (guidance at s = 0 or 1 needs only
+    one), the half its tokens select: the empty caption gets the unconditional rows."""
 
     def __init__(self, out: torch.Tensor):
         self.out = out
 
     def __call__(self, x, t, tokens):
-        return self.out
+        if len(tokens) == len(self.out):
+            return self.out
+        B = len(self.out) // 2
+        empty = torch.equal(tokens, self.empty_tokens(B, tokens.device))
+        return self.out[B:] if empty else self.out[:B]
 
     def empty_tokens(self, batch, device=None):
         return empty_tokens(batch, 4, device)
