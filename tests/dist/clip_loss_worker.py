@@ -43,6 +43,10 @@ def main(out_path):
     if rank == 0:
         torch.save({"ref_loss": ref_loss.detach(), "loss": mean_loss, "ref_grads": ref_grads,
                     "grads": grads, "world": world}, out_path)
+    # an orderly teardown: both ranks done, DDP's reducer gone, then the group (a rank that
+    # exits while its peer still talks, or with DDP alive, can abort in gloo's destructors)
+    dist.barrier()
+    del model
     dist.destroy_process_group()
 
 
