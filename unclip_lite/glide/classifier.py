@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unclip_lite.clip.vision import AttentionPool2d
+from unclip_lite.glide.bundle import DiffusionConfig
 from unclip_lite.glide.unet import UNet, UNetConfig, group_norm
 from unclip_lite.utils import config_from_dict
 
@@ -95,15 +96,9 @@ class ClassifierBundle:
     """A trained noised classifier and the diffusion whose x_t it reads, saved as one."""
 
     model: NoisedClassifier
-    diffusion_config: "DiffusionConfig" = None
+    diffusion_config: DiffusionConfig = field(default_factory=DiffusionConfig)
     extra: dict = field(default_factory=dict)  # saved alongside: how it was trained
     manifest: dict = field(default_factory=dict)  # of the checkpoint it was loaded from
-
-    def __post_init__(self):
-        from unclip_lite.glide.bundle import DiffusionConfig
-
-        if self.diffusion_config is None:
-            self.diffusion_config = DiffusionConfig()
 
     @property
     def image_size(self) -> int:
@@ -123,7 +118,6 @@ class ClassifierBundle:
 def load_classifier(name_or_path) -> ClassifierBundle:
     """A trained noised classifier from the registry (``"classifier-noised-shapes-tiny"``) or a path."""
     from unclip_lite.checkpoints import load_checkpoint, load_state_into
-    from unclip_lite.glide.bundle import DiffusionConfig
 
     ckpt = load_checkpoint(name_or_path, kind="classifier")
     model = NoisedClassifier(ClassifierConfig.from_dict(ckpt.config["classifier"]))
