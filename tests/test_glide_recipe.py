@@ -291,8 +291,13 @@ def test_an_upsampler_reads_its_low_res_image_and_checks_it():
         bundle.sample("a red star", steps=2)
     with pytest.raises(ValueError, match="one per prompt"):
         bundle.sample(["a red star"] * 3, steps=2, low_res=low)
-    with pytest.raises(ValueError, match="multiple of the low-res size"):
+    with pytest.raises(ValueError, match="takes 16 px low-res images, got 12 px"):  # its size, checked first
         bundle.sample(["a red star"] * 2, steps=2, low_res=torch.rand(2, 3, 12, 12))
+    with pytest.raises(ValueError, match="takes 16 px low-res images, got 8 px"):  # a divisor is still wrong
+        bundle.sample(["a red star"] * 2, steps=2, low_res=torch.rand(2, 3, 8, 8))
+    from unclip_lite.glide.upsample import upsample_channels
+    with pytest.raises(ValueError, match="multiple of the low-res size"):
+        upsample_channels(torch.rand(2, 3, 12, 12) * 2 - 1, 32)
 
 
 @pytest.mark.parametrize("config, extra", [("shapes-tiny-inpaint", 4), ("shapes-tiny-upsample", 3)])

@@ -270,13 +270,12 @@ def cmd_sample(args) -> int:
         if bool(args.low_res) == bool(args.base):
             raise ValueError("an upsampler takes either --low-res PNG or --base CHECKPOINT, not both")
         if args.low_res:
-            low_size = bundle.extra.get("recipe", {}).get("data", {}).get("low_res_size", bundle.image_size // 2)
-            extra["low_res"] = read_images(args.low_res, low_size, len(prompts))
+            extra["low_res"] = read_images(args.low_res, bundle.low_res_size, len(prompts))
         else:  # the cascade: the base model draws, the upsampler (plain conditional) refines
             base = load_glide(args.base)
-            low_size = bundle.extra.get("recipe", {}).get("data", {}).get("low_res_size", bundle.image_size // 2)
-            if base.image_size != low_size:
-                raise ValueError(f"--base {args.base} draws {base.image_size} px images; this upsampler takes {low_size} px")
+            if base.image_size != bundle.low_res_size:
+                raise ValueError(f"--base {args.base} draws {base.image_size} px images; "
+                                 f"this upsampler takes {bundle.low_res_size} px")
             extra["low_res"] = base.sample(prompts, args.guidance, args.sampler, args.steps, seed=args.seed,
                                            precision=args.precision, progress=True)
             args.guidance = 1.0

@@ -85,6 +85,11 @@ class GlideBundle:
         """Input channels beyond x_t: 0 (text-to-image), 4 (inpainting), 3 (upsampling)."""
         return self.model.config.unet.in_channels - self.model.config.unet.out_channels
 
+    @property
+    def low_res_size(self) -> int:
+        """An upsampler's input size: the one it was trained on (its recipe), else half its output."""
+        return self.extra.get("recipe", {}).get("data", {}).get("low_res_size", self.image_size // 2)
+
     def conditioning_inputs(self, n: int, inpaint=None, low_res=None):
         """``(extra [n, E, R, R] or None, (image, mask) to paste back or None)`` in the model's
         [-1, 1] scale, from ``inpaint=(image, mask)`` or ``low_res`` images in [0, 1]."""
@@ -111,7 +116,7 @@ class GlideBundle:
             if low_res is None:
                 raise ValueError("this is an upsampler: pass low_res images [N, 3, s, s] in [0, 1]")
             low = low_res.to(self.device) * 2 - 1
-            check_low_res(low)
+            check_low_res(low, self.low_res_size)
             if len(low) != n:
                 raise ValueError(f"expected {n} low-res images, one per prompt, got {len(low)}")
             return upsample_channels(low, self.image_size), None

@@ -235,7 +235,7 @@ def evaluate_upsampler(bundle: GlideBundle, n: int = 100, respacing: str = "fast
     import torch.nn.functional as F
 
     size = bundle.image_size
-    low_size = bundle.extra.get("recipe", {}).get("data", {}).get("low_res_size", size // 2)
+    low_size = bundle.low_res_size
     high, texts = [], []
     for k in (1, 2):
         images, scenes = shapes.eval_set("all", n // 2, resolution=size, n_objects=k, seed=seed)
