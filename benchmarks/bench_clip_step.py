@@ -4,7 +4,7 @@ Both models get the same config (``to_open_clip_config``), the same batch, the s
 and the same precision; steps alternate between the two so that machine noise hits both
 alike. Goal: ratio ours / open_clip ≤ 1.0.
 
-    .venv/bin/python benchmarks/bench_clip_step.py [--config shapes-tiny] [--batch 256] [--precision bf16]
+    .venv/bin/python benchmarks/bench_clip_step.py [--config shapes-tiny] [--batch 256] [--precision auto]
 """
 import argparse
 from typing import Callable
@@ -17,6 +17,7 @@ from side_by_side import adamw_step, alternate, ratio_line
 from unclip_lite.clip import build_clip, get_config
 from unclip_lite.clip.interop import to_open_clip_config
 from unclip_lite.clip.loss import clip_loss
+from unclip_lite.hardware import resolve_precision
 
 
 def contrastive(encode: Callable, images: torch.Tensor, tokens: torch.Tensor) -> Callable:
@@ -32,11 +33,13 @@ def main():
     parser.add_argument("--config", default="shapes-tiny")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=40)
-    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="auto: bf16 only where this CPU computes it natively (bench_precision.py compares)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    args.precision = resolve_precision(args.precision)
     cfg = get_config(args.config)
     cfg.text.vocab_size = args.vocab
     cfg.text.eot_token_id = None  # open_clip pools at the largest id; make ours do the same

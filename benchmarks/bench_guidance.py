@@ -18,6 +18,7 @@ from side_by_side import alternate  # noqa: E402
 
 from unclip_lite.cli import load_guide  # noqa: E402
 from unclip_lite.glide.bundle import load_glide  # noqa: E402
+from unclip_lite.hardware import resolve_precision  # noqa: E402
 
 
 def main():
@@ -34,7 +35,7 @@ def main():
     prompts = (["a red star", "a blue circle", "a green square", "a yellow heart"] * args.n)[:args.n]
 
     def run(**kwargs):
-        return lambda: glide.sample(prompts, sampler="ddim", steps=args.steps, seed=0, precision="bf16", **kwargs)
+        return lambda: glide.sample(prompts, sampler="ddim", steps=args.steps, seed=0, **kwargs)
 
     medians = alternate({
         "classifier-free s=2": run(guidance=2.0),
@@ -43,7 +44,7 @@ def main():
         "CLIP guidance s=300": run(guidance=0.0, guide=clip_guide, guide_scale=300.0),
     }, rounds=args.rounds)
     base = medians["classifier-free s=2"]
-    print(f"glide-shapes-tiny, DDIM-{args.steps}, batch {args.n}, bf16, {args.threads} threads, "
+    print(f"glide-shapes-tiny, DDIM-{args.steps}, batch {args.n}, {resolve_precision()}, {args.threads} threads, "
           f"median of {args.rounds} alternating rounds")
     for name, seconds in medians.items():
         print(f"  {name:26s} {seconds / args.n:.3f} s/image  ({seconds / base:.2f}x classifier-free)")

@@ -18,6 +18,7 @@ from diffusers import UNet2DModel  # noqa: E402
 
 from side_by_side import adamw_step, alternate, ratio_line  # noqa: E402
 from unclip_lite.glide import UNet, count_parameters, get_unet_config  # noqa: E402
+from unclip_lite.hardware import resolve_precision  # noqa: E402
 
 
 def diffusers_twin(cfg) -> UNet2DModel:
@@ -42,6 +43,8 @@ def main():
     parser.add_argument("--config", default="shapes-tiny")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per model and precision")
+    parser.add_argument("--precisions", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"],
+                        help="auto: bf16 only where this CPU computes it natively (bench_precision.py compares)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,7 +63,7 @@ def main():
         "unclip_lite": adamw_step(ours, lambda: F.mse_loss(ours(x, t).float(), noise)),
         "diffusers": adamw_step(theirs, lambda: F.mse_loss(theirs(x, t).sample.float(), noise)),
     }
-    for precision in ("fp32", "bf16"):
+    for precision in dict.fromkeys(resolve_precision(p) for p in args.precisions):
         medians = alternate({name: (lambda s=s: s(precision)) for name, s in steps.items()}, args.steps)
         print(f"{precision}: " + ratio_line(medians, "unclip_lite", "diffusers"))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 
 import pytest
 import torch
@@ -104,11 +103,8 @@ def text_params(t: TextConfig, embed_dim: int) -> int:
 @pytest.mark.parametrize("name", OPEN_CLIP_ARCHS)
 def test_parameter_count_matches_open_clip(name):
     build_clip("shapes-tiny", device="meta")  # warm-up (lazy imports)
-    start = time.perf_counter()
     ours = build_clip(name, device="meta")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"building {name} on meta took {elapsed:.2f}s"
-    assert next(ours.parameters()).is_meta
+    assert all(p.is_meta for p in ours.parameters())  # no memory allocated, nothing initialised
     theirs = open_clip_model(name, device="meta")
     assert count_parameters(ours) == count_parameters(name) == n_params(theirs)
 

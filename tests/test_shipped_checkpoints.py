@@ -73,7 +73,7 @@ def test_glide_shapes_tiny_meets_its_bars():
     torch.manual_seed(0)
     glide = load_glide("glide-shapes-tiny")
     prompts, colour, shape, heldout = single_object_prompts(per_pair=1)
-    images = glide.sample(prompts, m["best_guidance"], "ddim", 25, seed=123, precision="bf16")
+    images = glide.sample(prompts, m["best_guidance"], "ddim", 25, seed=123)
     live = judge_single(load_judge(), images, colour, shape, heldout)
     assert live["all_colour"] >= 0.9 and live["all_shape"] >= 0.8, live  # 40 samples, 25 steps
 
@@ -135,7 +135,7 @@ def test_glide_inpaint_shapes_tiny_keeps_pixels_and_draws_the_prompt():
     image = shapes.render(shapes.make_scenes(["red", "green"], ["circle", "square"]), 32)
     mask = torch.ones(2, 1, 32, 32)
     mask[..., 4:28, 4:28] = 0
-    out = glide.sample(["a blue star", "a yellow heart"], 3.0, "ddim", 10, seed=0, precision="bf16",
+    out = glide.sample(["a blue star", "a yellow heart"], 3.0, "ddim", 10, seed=0, 
                        inpaint=(image, mask))
     keep = mask.expand_as(image).bool()
     assert torch.equal(out[keep], image[keep]) and not torch.equal(out[~keep], image[~keep])

@@ -1,6 +1,6 @@
 """GLIDE's text-conditional model and classifier-free guidance (unclip_lite.glide.text2im / .guidance)."""
+import copy
 import math
-import time
 
 import pytest
 import torch
@@ -123,9 +123,21 @@ def test_extra_channels_reach_the_unet_and_guidance_passes_them_to_both_halves()
     with torch.no_grad():
         a, b = model(x, t, tokens, extra=extra), model(x, t, tokens, extra=extra * 0)
         assert a.shape == (2, 3, 16, 16) and not torch.allclose(a, b, atol=1e-4)
-        uncond = model(x, t, model.empty_tokens(2), extra=extra)
         guided = classifier_free_guidance(model, tokens, 3.0, extra=extra)(x, t)
-        assert torch.allclose(guided, uncond + 3.0 * (a - uncond), atol=1e-5)
+        # The reference is the naive two-pass formula in float64. The float32 batched pass may
+        # differ from it by each half's float32 error (which depends on the CPU's GEMM
+        # blocking), amplified by the guidance: |Δguided| <= (1 + 2s)·max|Δhalf|. We measure
+        # the halves' float32 error here instead of assuming one machine's rounding.
+        double = copy.deepcopy(model).double()
+        x64, extra64 = x.double(), extra.double()
+        cond64 = double(x64, t, tokens, extra=extra64)
+        uncond64 = double(x64, t, model.empty_tokens(2), extra=extra64)
+        half_error = max((a.double() - cond64).abs().max().item(),
+                         (model(x, t, model.empty_tokens(2), extra=extra).double() - uncond64).abs().max().item())
+        reference = uncond64 + 3.0 * (cond64 - uncond64)
+        assert (guided.double() - reference).abs().max().item() <= 4 * (1 + 2 * 3.0) * half_error + 1e-12
+        # ...and a wrong formula (no guidance, or the halves swapped) lies far outside that bound
+        assert (a.double() - reference).abs().max().item() > 100 * (1 + 2 * 3.0) * half_error
     with pytest.raises(ValueError, match="extra channels"):
         model(x, t, tokens, extra=torch.randn(2, 4, 8, 8))
     with pytest.raises(ValueError, match="extra has batch 3"):
@@ -205,13 +217,10 @@ def test_encode_prompts():
         encode_prompts(vocab, ["a red circle", long_prompt], 24)
 
 
-def test_released_preset_on_meta_is_fast():
+def test_released_preset_builds_on_meta():
     with torch.device("meta"):
-        Text2Im(get_text2im_config("shapes-tiny", vocab_size=40))  # warm up meta dispatch
-        start = time.perf_counter()
         model = Text2Im(get_text2im_config("glide-base-released"))
-        elapsed = time.perf_counter() - start
-    assert elapsed < 1.0
+    assert all(p.is_meta for p in model.parameters())  # no memory allocated, nothing initialised
     assert count_parameters(model) == 385_030_726  # glide-text2im's base model: 385M
     assert count_parameters(model.text) == 76_301_824
 

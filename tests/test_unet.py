@@ -1,6 +1,5 @@
 """The ADM / GLIDE U-Net: shapes, zero init, conditioning, parameter counts, a few training steps."""
 import math
-import time
 
 import pytest
 import torch
@@ -114,17 +113,14 @@ def test_timestep_embedding_closed_form():
 
 def test_glide_released_size_on_meta_device():
     cfg = get_unet_config("glide-base-released")
-    start = time.perf_counter()
     with torch.device("meta"):
         model = UNet(cfg)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0
+    assert all(p.is_meta for p in model.parameters())  # no memory allocated, nothing initialised
     total = count_parameters(model)
     assert total == sum(p.numel() for m in model.modules() for p in m.parameters(recurse=False))
     text = count_parameters(model.cond_proj) + sum(
         count_parameters(m.encoder_kv) for m in model.modules() if isinstance(m, AttentionBlock))
-    print(f"\nglide-base-released U-Net: {total:,} parameters ({total - text:,} without its text projections); "
-          f"built on meta in {elapsed * 1000:.0f} ms")
+    print(f"\nglide-base-released U-Net: {total:,} parameters ({total - text:,} without its text projections)")
     # learn_sigma doubles only the last conv's output channels
     last = model.out[-1]
     assert last.out_channels == 2 * cfg.out_channels

@@ -77,6 +77,8 @@ def cmd_train(args) -> int:
     recipe = kinds[args.model][args.config]()
     if args.steps:
         recipe.train.steps = args.steps
+    if args.precision:
+        recipe.train.precision = args.precision
     name = args.name or f"{args.model}-{args.config}"
     out = Path(args.out) if args.out else REGISTRY_DIR / f"{name}.safetensors"
     run_dir = Path(args.run_dir or Path("runs") / name)
@@ -163,13 +165,14 @@ def cmd_eval(args) -> int:
         bundle = load_glide(args.checkpoint)
         if bundle.extra_channels == 4:
             metrics = evaluate.evaluate_inpainting(bundle, per_pair=args.per_pair, pairs_n=args.pairs_n,
-                                                   steps=args.steps, progress=False)
+                                                   steps=args.steps, precision=args.precision, progress=False)
         elif bundle.extra_channels == 3:
             metrics = evaluate.evaluate_upsampler(bundle, n=min(args.n, 100), respacing=args.respacing,
-                                                  progress=False)
+                                                  precision=args.precision, progress=False)
         else:
             metrics = evaluate.evaluate_glide(bundle, per_pair=args.per_pair, steps=args.steps,
-                                              ddpm_per_pair=args.ddpm_per_pair, pairs_n=args.pairs_n, progress=False)
+                                              ddpm_per_pair=args.ddpm_per_pair, pairs_n=args.pairs_n,
+                                              precision=args.precision, progress=False)
     elif kind in ("clip", "classifier"):
         from unclip_lite.clip.bundle import load_clip
         from unclip_lite.glide import guide_recipes
@@ -193,7 +196,8 @@ def cmd_eval(args) -> int:
 
             guide, _ = load_guide(args.checkpoint)
             metrics.update(evaluate_guidance(load_glide(args.base), guide, kind, scales=scales or (1.0, 3.0, 10.0),
-                                             per_pair=args.per_pair, steps=args.steps, progress=False))
+                                             per_pair=args.per_pair, steps=args.steps, precision=args.precision,
+                                             progress=False))
             metrics["base"] = args.base
     else:
         raise ValueError(f"{args.checkpoint}: no evaluation for a checkpoint of kind {kind!r}")
@@ -295,6 +299,14 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def add_precision_flag(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    from unclip_lite.hardware import PRECISIONS
+
+    parser.add_argument("--precision", default=default, choices=PRECISIONS,
+                        help="auto: bf16 where the hardware computes it natively, fp32 elsewhere; or force "
+                             "fp32 / bf16 / fp16 (training on a GPU)" + ("" if default else " (default: the recipe's)"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unclip-lite", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="store the weights in fp16")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--max-minutes", type=float, help="stop (resumably) after this much training time")
+    add_precision_flag(p, default=None)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("sample", help=cmd_sample.__doc__)
     p.add_argument("model", help="model kind: glide")
@@ -333,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--respacing", help='instead of --steps: a respacing spec, e.g. "100", "ddim25", "fast27"')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=4, help="samples per prompt")
-    p.add_argument("--precision", default="fp32", help="fp32 or bf16")
+    add_precision_flag(p)
     p.add_argument("--guide", help="CLIP or classifier guidance: a noise-aware CLIP or noised classifier checkpoint")
     p.add_argument("--guide-scale", type=float, default=3.0, help="gradient guidance scale, 0..1000")
     p.add_argument("--image", help="inpainting: the image to edit (a PNG of the model's size, or a row of tiles)")
@@ -359,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true",
                    help="store the metrics (and this command) in the checkpoint's manifest")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    add_precision_flag(p)
     p.set_defaults(func=cmd_eval)
     return parser
 

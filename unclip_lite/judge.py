@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from unclip_lite.checkpoints import save_checkpoint
-    from unclip_lite.clip.recipes import hardware
+    from unclip_lite.hardware import hardware
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--steps", type=int, default=1500)

@@ -58,7 +58,7 @@ class EmojiRecipe:
     model: str = "emoji-tiny"
     data: EmojiData = field(default_factory=EmojiData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=800, lr=1e-3, warmup=50, weight_decay=0.2, precision="bf16", log_every=10))
+        steps=800, lr=1e-3, warmup=50, weight_decay=0.2, log_every=10))
 
 
 def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:

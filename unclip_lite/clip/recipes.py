@@ -5,8 +5,6 @@ call these functions; chapter 02 calls them too, with a shorter schedule.
 """
 from __future__ import annotations
 
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from unclip_lite.clip.loss import distributed_clip_loss
 from unclip_lite.clip.model import CLIP
 from unclip_lite.clip.zeroshot import retrieval_metrics
 from unclip_lite.data import shapes
+from unclip_lite.hardware import hardware
 from unclip_lite.tokenizer import CompactVocab
 from unclip_lite.train import TrainConfig, Trainer
 
@@ -40,7 +39,7 @@ class Recipe:
     model: str = "shapes-tiny"
     data: ShapesData = field(default_factory=ShapesData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=600, lr=2e-3, warmup=100, weight_decay=0.1, precision="bf16", log_every=10))
+        steps=600, lr=2e-3, warmup=100, weight_decay=0.1, log_every=10))
 
 
 def _emoji_recipe():
@@ -175,18 +174,10 @@ def train_shapes_clip(recipe: Recipe | None = None, out_dir: str | Path | None =
     return bundle, trainer
 
 
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA), torch {torch.__version__}"
-    return (f"{torch.get_num_threads()} CPU threads of {os.cpu_count()} cores ({cpu}), "
-            f"no GPU, torch {torch.__version__}")
-
-
 def manifest_for(trainer: Trainer, command: str, metrics: dict) -> dict:
     return {"command": command, "train_seconds": round(trainer.elapsed, 1),
             "train_minutes": round(trainer.elapsed / 60, 2), "steps": trainer.step,
-            "hardware": hardware(), "metrics": metrics,
+            "hardware": hardware(), "precision": trainer.precision, "metrics": metrics,
             "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "final_loss": trainer.history[-1]["loss"] if trainer.history else None}
 

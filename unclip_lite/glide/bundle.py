@@ -10,7 +10,6 @@ count, guidance scale, prompt length), so a typo costs an error message, not min
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +20,7 @@ from unclip_lite.checkpoints import load_checkpoint, load_state_into, save_check
 from unclip_lite.diffusion import SAMPLERS, GaussianDiffusion, sample
 from unclip_lite.glide.guidance import classifier_free_guidance
 from unclip_lite.glide.text2im import Text2Im, Text2ImConfig, encode_prompts
+from unclip_lite.hardware import autocast, resolve_precision
 from unclip_lite.tokenizer import CompactVocab
 
 
@@ -124,7 +124,7 @@ class GlideBundle:
 
     @torch.no_grad()
     def sample(self, prompts: str | Sequence[str], guidance: float = 3.0, sampler: str = "ddim",
-               steps: int | None = 50, seed: int = 0, batch_size: int = 256, precision: str = "fp32",
+               steps: int | None = 50, seed: int = 0, batch_size: int = 256, precision: str = "auto",
                respacing: str | None = None, progress: bool = False, inpaint=None,
                low_res: torch.Tensor | None = None, guide=None, guide_scale: float = 0.0) -> torch.Tensor:
         """Images ``[N, 3, R, R]`` in [0, 1] for ``prompts``, guided with scale ``guidance``.
@@ -133,8 +133,10 @@ class GlideBundle:
         all ``num_timesteps`` (``steps=None``) or ``steps`` respaced ones. Or give ``respacing``
         (a :func:`~unclip_lite.diffusion.space_timesteps` spec such as ``"fast27"``, with
         ``steps=None``) and the sampler walks every step of that respaced process. The same
-        ``seed``, prompts and batch size give the same images. ``precision="bf16"`` runs the
-        network under autocast (about 1.8× faster on CPUs with bf16 support).
+        ``seed``, prompts and batch size give the same images. ``precision="auto"`` runs the
+        network under bf16 autocast where the hardware computes bf16 natively (about 1.8×
+        faster on such CPUs) and in fp32 elsewhere (where bf16 is emulated, ~44× slower);
+        ``"fp32"`` or ``"bf16"`` forces one (:mod:`unclip_lite.hardware`).
 
         An inpainting model needs ``inpaint=(image, mask)`` (image in [0, 1], mask 1 = keep,
         0 = fill; the kept pixels come back exactly); an upsampler needs ``low_res`` images.
@@ -159,15 +161,14 @@ class GlideBundle:
             if steps is not None:
                 raise ValueError("pass either steps or respacing, not both")
             steps = diffusion.num_timesteps if sampler == "ddim" else None
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
         tokens = self.tokenize(prompts).to(self.device)  # [N, L]; raises before any sampling
         classifier_free_guidance(self.model, tokens[:1], guidance)  # validates the scale now
         extra, known = self.conditioning_inputs(len(tokens), inpaint, low_res)
         self.model.eval()
         generator = torch.Generator(self.device).manual_seed(seed)
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if precision == "bf16"
-                    else contextlib.nullcontext())
+        precision = resolve_precision(precision, self.device)
         chunks = []
         for start in range(0, len(tokens), batch_size):
             part = slice(start, start + batch_size)
@@ -175,7 +176,7 @@ class GlideBundle:
             guided = classifier_free_guidance(self.model, tokens[part], guidance, **kwargs)
 
             def fn(x, t, guided=guided):
-                with autocast:
+                with autocast(precision, self.device):
                     return guided(x, t).float()
 
             if guide is not None and guide_scale > 0:  # CLIP or classifier guidance

@@ -17,6 +17,7 @@ import torch
 
 from unclip_lite.data import shapes
 from unclip_lite.glide.bundle import GlideBundle
+from unclip_lite.hardware import resolve_precision
 from unclip_lite.judge import ShapesJudge, grade, judge_scenes, load_judge
 
 GUIDANCE_SCALES = (1.0, 2.0, 3.0, 5.0)
@@ -57,7 +58,7 @@ def two_object_prompts(n: int, seed: int = 5) -> tuple[list[str], shapes.Scenes]
 
 def evaluate_glide(bundle: GlideBundle, judge: ShapesJudge | None = None, per_pair: int = 4,
                    guidance_scales=GUIDANCE_SCALES, steps: int = 50, ddpm_per_pair: int = 1,
-                   pairs_n: int = 80, seed: int = 0, precision: str = "bf16", progress: bool = True) -> dict:
+                   pairs_n: int = 80, seed: int = 0, precision: str = "auto", progress: bool = True) -> dict:
     """The acceptance metrics of ``glide-shapes-tiny`` as one flat dict (keys in the README).
 
     * ``g{s}_{split}_{attr}``: DDIM-``steps`` at guidance ``s`` (``per_pair`` samples per pair);
@@ -69,6 +70,7 @@ def evaluate_glide(bundle: GlideBundle, judge: ShapesJudge | None = None, per_pa
     """
     judge = judge or load_judge()
     prompts, colour, shape, heldout = single_object_prompts(per_pair)
+    precision = resolve_precision(precision, bundle.device)  # recorded as what actually ran
     metrics: dict = {"per_pair": per_pair, "steps": steps, "precision": precision}
     best, best_joint = None, -1.0
     for scale in guidance_scales:
@@ -113,7 +115,7 @@ def quick_metrics(bundle: GlideBundle, judge: ShapesJudge | None = None) -> dict
 
 
 def evaluate_guidance(bundle: GlideBundle, guide, name: str, scales=(1.0, 3.0, 10.0), per_pair: int = 2,
-                      cfg_scales=(0.0, 1.0, 2.0), steps: int = 50, seed: int = 0, precision: str = "bf16",
+                      cfg_scales=(0.0, 1.0, 2.0), steps: int = 50, seed: int = 0, precision: str = "auto",
                       judge: ShapesJudge | None = None, progress: bool = True) -> dict:
     """Gradient guidance beside classifier-free guidance, on the same prompts and seeds.
 
@@ -127,7 +129,8 @@ def evaluate_guidance(bundle: GlideBundle, guide, name: str, scales=(1.0, 3.0, 1
     judge = judge or load_judge()
     prompts, colour, shape, heldout = single_object_prompts(per_pair)
     keep = ("all_colour", "all_shape", "all_joint", "heldout_joint")
-    metrics: dict = {"per_pair": per_pair, "steps": steps}
+    precision = resolve_precision(precision, bundle.device)
+    metrics: dict = {"per_pair": per_pair, "steps": steps, "precision": precision}
 
     def run(key, **kwargs):
         start = time.perf_counter()
@@ -173,7 +176,7 @@ def drawn_in_hole(images: torch.Tensor, masks: torch.Tensor, threshold: float = 
 
 
 def evaluate_inpainting(bundle: GlideBundle, per_pair: int = 2, pairs_n: int = 80, guidance: float = 3.0,
-                        steps: int = 50, seed: int = 0, precision: str = "bf16",
+                        steps: int = 50, seed: int = 0, precision: str = "auto",
                         judge: ShapesJudge | None = None, progress: bool = True) -> dict:
     """GLIDE-style edits on Shapes, judged. Two tasks, both masks erase a square around an object:
 
@@ -198,7 +201,8 @@ def evaluate_inpainting(bundle: GlideBundle, per_pair: int = 2, pairs_n: int = 8
     tasks = {"replace": (prompts, shapes.render(original, size), _box_masks(original, 0, size))}
     texts, scenes = two_object_prompts(pairs_n, seed=seed + 12)
     tasks["add"] = (texts, shapes.render(_only(scenes, 0), size), _box_masks(scenes, 1, size))
-    metrics: dict = {"guidance": guidance, "steps": steps}
+    precision = resolve_precision(precision, bundle.device)
+    metrics: dict = {"guidance": guidance, "steps": steps, "precision": precision}
     for task, (task_prompts, images, masks) in tasks.items():
         start = time.perf_counter()
         out = bundle.sample(task_prompts, guidance, "ddim", steps, seed=seed, precision=precision,
@@ -227,7 +231,7 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate_upsampler(bundle: GlideBundle, n: int = 100, respacing: str = "fast27", seed: int = 0,
-                       precision: str = "bf16", progress: bool = True) -> dict:
+                       precision: str = "auto", progress: bool = True) -> dict:
     """PSNR (dB) against the true render at the upsampler's size, of its samples and of
     bicubic / bilinear upsampling of the same low-res input (the render, area-downsampled
     as in training, no blur). Half the scenes have one object, half two; their captions
@@ -248,6 +252,7 @@ def evaluate_upsampler(bundle: GlideBundle, n: int = 100, respacing: str = "fast
                         progress=progress, low_res=low)
     seconds = (time.perf_counter() - start) / len(texts)
     metrics = {"n": len(texts), "low_res_size": low_size, "size": size, "respacing": respacing,
+               "precision": resolve_precision(precision, bundle.device),
                "seconds_per_image": round(seconds, 3),
                "psnr_upsampler": round(psnr(out, high).mean().item(), 3)}
     for mode in ("bicubic", "bilinear"):

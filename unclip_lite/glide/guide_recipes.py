@@ -42,7 +42,7 @@ class NoisedClipRecipe:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: ShapesData = field(default_factory=ShapesData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=500, lr=1e-3, warmup=50, weight_decay=0.1, precision="bf16", log_every=10, checkpoint_every=100))
+        steps=500, lr=1e-3, warmup=50, weight_decay=0.1, log_every=10, checkpoint_every=100))
 
 
 @torch.no_grad()
@@ -151,7 +151,7 @@ class ClassifierRecipe:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: ClassifierData = field(default_factory=ClassifierData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=1500, lr=1e-3, warmup=100, weight_decay=0.05, precision="bf16", log_every=25, checkpoint_every=250))
+        steps=1500, lr=1e-3, warmup=100, weight_decay=0.05, log_every=25, checkpoint_every=250))
 
 
 CLASSIFIER_RECIPES = {"shapes-tiny": ClassifierRecipe}

@@ -41,7 +41,7 @@ class GlideRecipe:
     snr_floor: float = 0.0  # > 0: the noisiest steps' x_0 error weighs at least this (upsamplers)
     data: GlideData = field(default_factory=GlideData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=6500, lr=5e-4, warmup=200, weight_decay=0.0, min_lr_ratio=0.1, precision="bf16",
+        steps=6500, lr=5e-4, warmup=200, weight_decay=0.0, min_lr_ratio=0.1,
         ema_decay=0.999, log_every=25, checkpoint_every=250))
     init_from: str | None = None  # a trained GLIDE checkpoint to fine-tune (see warm_start)
 
@@ -49,7 +49,7 @@ class GlideRecipe:
 def _inpaint_recipe() -> GlideRecipe:
     # GLIDE §3.3: the inpainting model is the base model fine-tuned with 4 more input channels
     return GlideRecipe(model="shapes-tiny-inpaint", init_from="glide-shapes-tiny", train=TrainConfig(
-        steps=2000, lr=2e-4, warmup=100, weight_decay=0.0, min_lr_ratio=0.1, precision="bf16",
+        steps=2000, lr=2e-4, warmup=100, weight_decay=0.0, min_lr_ratio=0.1,
         ema_decay=0.995, log_every=25, checkpoint_every=250))
 
 
@@ -62,7 +62,7 @@ def _upsample_recipe() -> GlideRecipe:
     # after 1,000 steps that way). Here the x_0 error weighs min(max(SNR, 1), 5) at every t.
     return GlideRecipe(model="shapes-tiny-upsample", diffusion=DiffusionConfig(parameterization="v"),
                        snr_floor=1.0, data=GlideData(batch_size=16), train=TrainConfig(
-        steps=2000, lr=5e-4, warmup=100, weight_decay=0.0, min_lr_ratio=0.1, precision="bf16",
+        steps=2000, lr=5e-4, warmup=100, weight_decay=0.0, min_lr_ratio=0.1,
         ema_decay=0.995, log_every=25, checkpoint_every=250))
 
 

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 
 from unclip_lite.checkpoints import atomic_write
+from unclip_lite.hardware import PRECISIONS, autocast, resolve_precision
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -49,7 +50,9 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" (to min_lr_ratio·lr) or "constant", after warmup
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
-    precision: str = "bf16"  # "fp32", "bf16" (CPU and GPU) or "fp16" (GPU, with loss scaling)
+    # "auto" (bf16 where the hardware computes it natively, else fp32: unclip_lite.hardware),
+    # "fp32", "bf16" (CPU and GPU) or "fp16" (GPU, with loss scaling)
+    precision: str = "auto"
     ema_decay: float | None = None
     accumulate: int = 1  # micro-batches per optimiser step
     seed: int = 0
@@ -61,8 +64,8 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if self.steps <= 0 or self.accumulate <= 0:
             raise ValueError(f"steps and accumulate must be positive, got {self.steps}, {self.accumulate}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
 
@@ -177,7 +180,8 @@ class Trainer:
                                            betas=cfg.betas, eps=cfg.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
         self.ema = EMA(self.raw_model, cfg.ema_decay) if cfg.ema_decay else None
-        use_scaler = cfg.precision == "fp16" and self.device.type == "cuda"
+        self.precision = resolve_precision(cfg.precision, self.device)  # what "auto" means here
+        use_scaler = self.precision == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.step = 0
         self.history: list[dict] = []
@@ -229,12 +233,6 @@ class Trainer:
         return True
 
     # --- training ------------------------------------------------------------------------
-    def _autocast(self):
-        if self.config.precision == "fp32":
-            return torch.autocast(self.device.type, enabled=False)
-        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
     def train_step(self) -> dict:
         """One optimiser step over ``accumulate`` micro-batches; returns the logged values."""
         cfg = self.config
@@ -243,7 +241,7 @@ class Trainer:
         total, logs = 0.0, {}
         for micro in range(cfg.accumulate):
             batch = self.batches(self.step * cfg.accumulate + micro, self.rank, self.world_size)
-            with self._autocast():
+            with autocast(self.precision, self.device):
                 out = self.loss_fn(self.model, batch)
             loss, extra = out if isinstance(out, tuple) else (out, {})
             if not torch.isfinite(loss):
