@@ -4,6 +4,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("UNCLIP_LITE_PROFILE", "smoke")
+# Under pytest-xdist each worker (and each notebook kernel it starts, which inherits this
+# environment) takes one thread: two workers of two threads each on a 2-core machine spend
+# their time in each other's spin-waits (we measured notebooks running 5x slower).
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -135,8 +135,7 @@ def test_glide_inpaint_shapes_tiny_keeps_pixels_and_draws_the_prompt():
     image = shapes.render(shapes.make_scenes(["red", "green"], ["circle", "square"]), 32)
     mask = torch.ones(2, 1, 32, 32)
     mask[..., 4:28, 4:28] = 0
-    out = glide.sample(["a blue star", "a yellow heart"], 3.0, "ddim", 10, seed=0, 
-                       inpaint=(image, mask))
+    out = glide.sample(["a blue star", "a yellow heart"], 3.0, "ddim", 10, seed=0, inpaint=(image, mask))
     keep = mask.expand_as(image).bool()
     assert torch.equal(out[keep], image[keep]) and not torch.equal(out[~keep], image[~keep])
 

@@ -1,0 +1,74 @@
+"""Data for training and evaluation: seeded batches, the endless stream, fixed eval sets.
+
+Everything here is deterministic in its seed, so a resumed run sees the batches an
+uninterrupted one would have, and evaluation sets are the same images on every call.
+Combines :mod:`.world` (sampling), :mod:`.renderer` and :mod:`.captioning`.
+"""
+from __future__ import annotations
+
+import torch
+
+from .captioning import captions
+from .renderer import render
+from .world import SPLITS, Scenes, recolour, sample_scenes
+
+# --------------------------------------------------------------------------------------
+# Streams and evaluation sets
+# --------------------------------------------------------------------------------------
+def make_batch(n: int, seed: int, resolution: int = 32, n_objects: int = 1,
+               split: str = "train") -> tuple[torch.Tensor, list[str]]:
+    """``n`` rendered images ``[n, 3, R, R]`` and their captions, deterministic in ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    scenes = sample_scenes(n, gen, n_objects=n_objects, split=split)
+    return render(scenes, resolution), captions(scenes, gen)
+
+
+class ShapesStream(torch.utils.data.IterableDataset):
+    """An endless, seeded stream of training batches ``(images, captions, scenes)``.
+
+    Batch ``i`` depends only on ``(seed, i)``, so a run resumed at step ``i`` sees exactly
+    the batches an uninterrupted run would have seen. Only ``split="train"`` pairs appear
+    unless another split is asked for. ``two_object_fraction`` of each batch (rounded) are
+    two-object scenes with a relation.
+    """
+
+    def __init__(self, batch_size: int = 128, resolution: int = 32, seed: int = 0,
+                 split: str = "train", two_object_fraction: float = 0.0, start: int = 0,
+                 hue_jitter: float = 0.0, sv_jitter: float = 0.0, grey_fraction: float = 0.0,
+                 any_hue: float = 0.0):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.batch_size, self.resolution, self.seed = batch_size, resolution, seed
+        self.split, self.two_object_fraction, self.start = split, two_object_fraction, start
+        self.recolour = dict(hue_jitter=hue_jitter, sv_jitter=sv_jitter, grey_fraction=grey_fraction,
+                             any_hue=any_hue)
+
+    def batch(self, index: int) -> tuple[torch.Tensor, list[str], list[Scenes]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        n_pairs = round(self.batch_size * self.two_object_fraction)
+        parts = [(self.batch_size - n_pairs, 1), (n_pairs, 2)]
+        images, texts, scenes = [], [], []
+        for n, k in parts:
+            if n == 0:
+                continue
+            s = sample_scenes(n, gen, n_objects=k, split=self.split)
+            if any(self.recolour.values()):
+                s = recolour(s, gen, **self.recolour)
+            images.append(render(s, self.resolution))
+            texts += captions(s, gen)
+            scenes.append(s)
+        return torch.cat(images), texts, scenes
+
+    def __iter__(self):
+        index = self.start
+        while True:
+            yield self.batch(index)
+            index += 1
+
+
+def eval_set(split: str = "heldout", n: int = 1000, resolution: int = 32, n_objects: int = 1,
+             seed: int = 1234) -> tuple[torch.Tensor, Scenes]:
+    """A fixed evaluation set: the same images every call (seeds differ from training's)."""
+    gen = torch.Generator().manual_seed(10_000_019 * (1 + SPLITS.index(split)) + seed + n_objects)
+    scenes = sample_scenes(n, gen, n_objects=n_objects, split=split)
+    return render(scenes, resolution), scenes
