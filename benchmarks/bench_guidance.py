@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from side_by_side import alternate  # noqa: E402
 
-from unclip_lite.cli import load_guide  # noqa: E402
+from unclip_lite.kinds import load_guide  # noqa: E402
 from unclip_lite.glide.bundle import load_glide  # noqa: E402
 from unclip_lite.hardware import resolve_precision  # noqa: E402
 

@@ -70,12 +70,12 @@ def glide_outputs(name: str) -> dict[str, torch.Tensor]:
 
     glide = load_glide(name)
     kwargs: dict = {}
-    if glide.extra_channels == 4:  # inpainting: erase the middle of two scenes
+    if glide.conditioning == "inpaint":  # inpainting: erase the middle of two scenes
         images, _ = _inputs(glide.image_size)
         mask = torch.ones(2, 1, glide.image_size, glide.image_size)
         mask[..., 8:24, 8:24] = 0
         kwargs["inpaint"] = (images[:2], mask)
-    elif glide.extra_channels == 3:  # upsampling: the renders at the low-res size
+    elif glide.conditioning == "low_res":  # upsampling: the renders at the low-res size
         kwargs["low_res"], _ = _inputs(glide.low_res_size)
         kwargs["low_res"] = kwargs["low_res"][:2]
     sample = glide.sample(["a red star", "a blue circle to the left of a green square"], 3.0, "ddim", 4,

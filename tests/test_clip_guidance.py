@@ -1,14 +1,14 @@
-"""The noise-aware CLIP (a ViT that also reads t) and CLIP guidance (unclip_lite.glide.clip_guidance)."""
+"""The noise-aware CLIP (a ViT that also reads t) and CLIP guidance (unclip_lite.clip.noised)."""
 import pytest
 import torch
 
-from unclip_lite.clip.bundle import CLIPBundle, bundle_from_config
+from unclip_lite.clip.bundle import CLIPBundle
 from unclip_lite.clip.configs import CLIPConfig, TextConfig, VisionConfig
 from unclip_lite.clip.model import CLIP
 from unclip_lite.clip.recipes import ShapesData, shapes_batches, shapes_vocab
 from unclip_lite.diffusion import GaussianDiffusion
 from unclip_lite.diffusion.guidance import gradient_guidance
-from unclip_lite.glide.clip_guidance import (clip_log_prob, noised_clip_batches, noised_contrastive_step)
+from unclip_lite.clip.noised import clip_log_prob, noised_clip_batches, noised_contrastive_step
 
 
 def tiny_clip(noised: bool = True) -> CLIPBundle:
@@ -39,7 +39,7 @@ def test_the_noise_aware_tower_reads_t_and_refuses_to_run_without_it():
 
 def test_a_noise_aware_clip_round_trips_through_its_config():
     bundle = tiny_clip()
-    again = bundle_from_config(bundle.config_dict(), bundle.model.state_dict())
+    again = CLIPBundle.from_config(bundle.config_dict(), bundle.model.state_dict())
     x, t = torch.randn(1, 3, 32, 32), torch.tensor([123])
     torch.testing.assert_close(again.model.encode_image(x, t=t), bundle.model.encode_image(x, t=t))
 

@@ -225,7 +225,7 @@ def test_cli_train_and_sample_reject_unknown_names(capsys):
     assert cli.main(["train", "dalle", "--config", "shapes-tiny"]) == 2
     assert "unknown model kind 'dalle'" in capsys.readouterr().err
     assert cli.main(["sample", "clip", "--prompt", "a red star"]) == 2
-    assert "sampleable here: glide" in capsys.readouterr().err
+    assert "sampleable: glide" in capsys.readouterr().err
 
 
 def test_cli_eval_prints_one_json_object_for_a_glide_checkpoint(checkpoint, capsys):

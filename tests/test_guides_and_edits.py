@@ -18,6 +18,7 @@ from torchvision.utils import save_image
 
 from unclip_lite import cli
 from unclip_lite.checkpoints import CheckpointError, read_manifest
+from unclip_lite.clip import noised as noised_clip
 from unclip_lite.clip.recipes import shapes_vocab
 from unclip_lite.data import shapes
 from unclip_lite.diffusion import GaussianDiffusion
@@ -56,13 +57,13 @@ def test_a_warm_started_inpainting_model_computes_what_the_base_model_did():
 
 def test_warm_start_noised_clip_moves_the_patch_positions_past_the_timestep_token():
     clean, noised = tiny_clip(noised=False), tiny_clip(noised=True)
-    guide_recipes.warm_start_noised_clip(noised.model, clean.model.state_dict())
+    noised_clip.warm_start_noised_clip(noised.model, clean.model.state_dict())
     old = clean.model.visual.positional_embedding
     new = noised.model.visual.positional_embedding
     assert torch.equal(new[0], old[0]) and torch.equal(new[2:], old[1:]) and not new[1].any()
     assert torch.equal(noised.model.text.token_embedding.weight, clean.model.text.token_embedding.weight)
     with pytest.raises(ValueError, match="no place"):
-        guide_recipes.warm_start_noised_clip(noised.model, {"bogus": torch.zeros(1)})
+        noised_clip.warm_start_noised_clip(noised.model, {"bogus": torch.zeros(1)})
 
 
 # --- the classifier's data, loss and checkpoint -------------------------------------------------
@@ -147,7 +148,7 @@ def test_bad_guides_fail_before_sampling(kwargs, match):
 def test_the_real_guides_push_toward_their_prompt():
     """One guided step's ε shift is -√(1-ᾱ_t)·s·∇ log p: check it against autograd by hand."""
     clip, clf = tiny_clip(), ClassifierBundle(tiny_classifier())
-    for guide, size in ((guide_recipes.clip_guide(clip), 32), (guide_recipes.classifier_guide(clf), 16)):
+    for guide, size in ((noised_clip.clip_guide(clip), 32), (guide_recipes.classifier_guide(clf), 16)):
         x = torch.randn(2, 3, size, size, requires_grad=True)
         t = torch.tensor([100, 100])
         log_prob = guide(["a red star", "a blue circle"])(x, t)

@@ -87,6 +87,7 @@ def test_the_guides_read_noisy_images_and_steer_the_unconditional_model(name, ki
     import torch
 
     from unclip_lite.clip.bundle import load_clip
+    from unclip_lite.clip.noised import evaluate_noised_clip
     from unclip_lite.glide import guide_recipes
     from unclip_lite.glide.classifier import load_classifier
 
@@ -108,7 +109,7 @@ def test_the_guides_read_noisy_images_and_steer_the_unconditional_model(name, ki
 
     torch.manual_seed(0)
     if kind == "clip":
-        live = guide_recipes.evaluate_noised_clip(load_clip(name), n=200, timesteps=(0, 250))
+        live = evaluate_noised_clip(load_clip(name), n=200, timesteps=(0, 250))
     else:
         live = guide_recipes.evaluate_classifier(load_classifier(name), n=200, timesteps=(0, 250))
     for attr in attrs:

@@ -60,82 +60,42 @@ def cmd_train(args) -> int:
 
     import torch
 
+    from unclip_lite.bundle import manifest_for
     from unclip_lite.checkpoints import REGISTRY_DIR
-    from unclip_lite.clip import recipes as clip_recipes
-    from unclip_lite.glide import guide_recipes
-    from unclip_lite.glide import recipes as glide_recipes
+    from unclip_lite.kinds import get_kind
+    from unclip_lite.utils import override_fields
 
+    kind = get_kind(args.model)
+    if not kind.recipes:
+        raise ValueError(f"{kind.name!r} has no training recipe")
+    if args.config not in kind.recipes:
+        raise ValueError(f"no {kind.name} training recipe for config {args.config!r}; "
+                         f"recipes: {', '.join(kind.recipes)}")
+    entry = kind.recipes[args.config]
+    recipe = entry.make()
+    sets = list(args.set or [])  # every override is checked before any work starts
+    sets += [f"train.steps={args.steps}"] if args.steps else []
+    sets += [f"train.precision={args.precision}"] if args.precision else []
+    overrides = override_fields(recipe, sets)
     if args.threads:
         torch.set_num_threads(args.threads)
-    kinds = {"clip": clip_recipes.RECIPES, "glide": glide_recipes.RECIPES,
-             "classifier": guide_recipes.CLASSIFIER_RECIPES}
-    if args.model not in kinds:
-        raise ValueError(f"unknown model kind {args.model!r}; trainable here: {', '.join(kinds)}")
-    if args.config not in kinds[args.model]:
-        raise ValueError(f"no {args.model} training recipe for config {args.config!r}; "
-                         f"recipes: {', '.join(kinds[args.model])}")
-    recipe = kinds[args.model][args.config]()
-    if args.steps:
-        recipe.train.steps = args.steps
-    if args.precision:
-        recipe.train.precision = args.precision
-    name = args.name or f"{args.model}-{args.config}"
+    name = args.name or f"{kind.name}-{args.config}"
     out = Path(args.out) if args.out else REGISTRY_DIR / f"{name}.safetensors"
     run_dir = Path(args.run_dir or Path("runs") / name)
     command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
-    run = dict(out_dir=run_dir, resume=not args.fresh, max_minutes=args.max_minutes)
-    if args.model == "clip":
-        bundle, trainer = clip_recipes.train(args.config, recipe, **run)
-    elif args.model == "classifier":
-        bundle, trainer = guide_recipes.train_noised_classifier(recipe, **run)
-    else:
-        bundle, trainer = glide_recipes.train_shapes_glide(recipe, **run)
+    bundle, trainer = entry.train(recipe, out_dir=run_dir, resume=not args.fresh, max_minutes=args.max_minutes)
     if trainer.rank != 0:
         return 0
     if trainer.step < recipe.train.steps:
         print(f"stopped at step {trainer.step} of {recipe.train.steps} (--max-minutes); "
               f"run the same command again to resume from {run_dir}", file=sys.stderr)
         return 0
-    metrics = evaluate_trained(args.model, args.config, bundle)
-    path = bundle.save(out, manifest=clip_recipes.manifest_for(trainer, command, metrics),
+    metrics = entry.quick_metrics(bundle)
+    path = bundle.save(out, manifest=manifest_for(trainer, command, metrics, overrides),
                        dtype=torch.float16 if args.fp16 else None)
     print(json.dumps(metrics, indent=2))
     print(f"wrote {path}", file=sys.stderr)
     return 0
-
-
-def evaluate_trained(kind: str, config: str, bundle) -> dict:
-    """The quick metrics a training command records; ``unclip-lite eval`` computes the full ones."""
-    if kind == "clip":
-        from unclip_lite.clip import recipes
-
-        return recipes.evaluate(config, bundle)
-    if kind == "classifier":
-        from unclip_lite.glide.guide_recipes import evaluate_classifier
-
-        return evaluate_classifier(bundle)
-    if bundle.extra_channels == 0:
-        from unclip_lite.glide.evaluate import quick_metrics
-
-        return quick_metrics(bundle)
-    return {}  # inpainting and upsampling models: see unclip-lite eval
-
-
-def load_guide(name: str):
-    """``(guide, kind)`` for a shipped noise-aware CLIP or noised classifier (name or path)."""
-    from unclip_lite.checkpoints import read_manifest
-    from unclip_lite.glide import guide_recipes
-
-    kind = read_manifest(name).get("kind")
-    if kind == "clip":
-        from unclip_lite.clip.bundle import load_clip
-
-        return guide_recipes.clip_guide(load_clip(name)), "clip"
-    if kind == "classifier":
-        from unclip_lite.glide.classifier import load_classifier
-
-        return guide_recipes.classifier_guide(load_classifier(name)), "classifier"
-    raise ValueError(f"{name}: not a guide (a noise-aware CLIP or a noised classifier); its kind is {kind!r}")
 
 
 def cmd_eval(args) -> int:
@@ -145,62 +105,20 @@ def cmd_eval(args) -> int:
 
     import torch
 
-    from unclip_lite.checkpoints import read_manifest, update_manifest
+    from unclip_lite.checkpoints import update_manifest
+    from unclip_lite.kinds import EvalOptions, kind_of
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    manifest = read_manifest(args.checkpoint)
-    if not manifest:
-        raise FileNotFoundError(f"no checkpoint manifest for {args.checkpoint!r}")
-    kind, start = manifest.get("kind"), time.perf_counter()
-    scales = [float(s) for s in args.scales.split(",")] if args.scales else None
-    if kind == "judge":
-        from unclip_lite.judge import evaluate_judge, load_judge
-
-        metrics = evaluate_judge(load_judge(args.checkpoint), n=args.n)
-    elif kind == "glide":
-        from unclip_lite.glide import evaluate
-        from unclip_lite.glide.bundle import load_glide
-
-        bundle = load_glide(args.checkpoint)
-        if bundle.extra_channels == 4:
-            metrics = evaluate.evaluate_inpainting(bundle, per_pair=args.per_pair, pairs_n=args.pairs_n,
-                                                   steps=args.steps, precision=args.precision, progress=False)
-        elif bundle.extra_channels == 3:
-            metrics = evaluate.evaluate_upsampler(bundle, n=min(args.n, 100), respacing=args.respacing,
-                                                  precision=args.precision, progress=False)
-        else:
-            metrics = evaluate.evaluate_glide(bundle, per_pair=args.per_pair, steps=args.steps,
-                                              ddpm_per_pair=args.ddpm_per_pair, pairs_n=args.pairs_n,
-                                              precision=args.precision, progress=False)
-    elif kind in ("clip", "classifier"):
-        from unclip_lite.clip.bundle import load_clip
-        from unclip_lite.glide import guide_recipes
-
-        if kind == "clip":
-            bundle = load_clip(args.checkpoint)
-            if not bundle.model.config.vision.timestep_conditioned:
-                from unclip_lite.clip import recipes
-
-                world = bundle.extra.get("recipe", {}).get("model", "shapes-tiny")
-                print(json.dumps(recipes.evaluate(world, bundle, n=args.n), sort_keys=True))
-                return 0
-            metrics = guide_recipes.evaluate_noised_clip(bundle, n=min(args.n, 500))
-        else:
-            from unclip_lite.glide.classifier import load_classifier
-
-            metrics = guide_recipes.evaluate_classifier(load_classifier(args.checkpoint), n=min(args.n, 500))
-        if args.pairs_n:  # the guide at work: judged samples beside classifier-free guidance
-            from unclip_lite.glide.bundle import load_glide
-            from unclip_lite.glide.evaluate import evaluate_guidance
-
-            guide, _ = load_guide(args.checkpoint)
-            metrics.update(evaluate_guidance(load_glide(args.base), guide, kind, scales=scales or (1.0, 3.0, 10.0),
-                                             per_pair=args.per_pair, steps=args.steps, precision=args.precision,
-                                             progress=False))
-            metrics["base"] = args.base
-    else:
-        raise ValueError(f"{args.checkpoint}: no evaluation for a checkpoint of kind {kind!r}")
+    kind = kind_of(args.checkpoint)
+    if kind.evaluate is None:
+        raise ValueError(f"{args.checkpoint}: no evaluation for a checkpoint of kind {kind.name!r}")
+    scales = tuple(float(s) for s in args.scales.split(",")) if args.scales else None
+    options = EvalOptions(n=args.n, per_pair=args.per_pair, ddpm_per_pair=args.ddpm_per_pair, pairs_n=args.pairs_n,
+                          steps=args.steps, respacing=args.respacing, scales=scales, base=args.base,
+                          precision=args.precision)
+    start = time.perf_counter()
+    metrics = kind.evaluate(kind.bundle.load(args.checkpoint), options)
     print(json.dumps(metrics, sort_keys=True))
     if args.record:
         command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
@@ -209,84 +127,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def read_images(path: str, size: int, n: int):
-    """``n`` images [n, 3, size, size] in [0, 1] from a PNG: one image, repeated, or a grid of
-    ``n`` tiles of ``size`` px (with torchvision's 2 px padding, as ``sample`` writes them)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    with Image.open(path) as file:
-        image = torch.from_numpy(np.array(file.convert("RGB"))).permute(2, 0, 1).float() / 255  # [3, H, W]
-    if image.shape[1:] == (size, size):
-        return image.expand(n, -1, -1, -1).clone()
-    tiles = []
-    for i in range(n):
-        top, left = 2, 2 + i * (size + 2)
-        tile = image[:, top:top + size, left:left + size]
-        if tile.shape[1:] != (size, size):
-            raise ValueError(f"{path}: expected a {size} px image or a row of {n} tiles of {size} px, "
-                             f"got {tuple(image.shape[1:])}")
-        tiles.append(tile)
-    return torch.stack(tiles)
-
-
-def hole_mask(spec: str, size: int, n: int):
-    """A mask [n, 1, size, size] (1 = keep) that erases the pixel box "left,top,right,bottom"."""
-    import torch
-
-    try:
-        left, top, right, bottom = (int(v) for v in spec.split(","))
-    except ValueError:
-        raise ValueError(f"--hole must be four integers left,top,right,bottom in pixels, got {spec!r}") from None
-    if not 0 <= left < right <= size or not 0 <= top < bottom <= size:
-        raise ValueError(f"--hole {spec!r} must lie inside the {size} px image with left < right, top < bottom")
-    mask = torch.ones(n, 1, size, size)
-    mask[:, :, top:bottom, left:right] = 0
-    return mask
-
-
 def cmd_sample(args) -> int:
-    """Draw images from a text-to-image checkpoint: a grid PNG or one PNG per sample."""
+    """Draw images from a checkpoint: a grid PNG or one PNG per sample."""
     import torch
     from torchvision.utils import save_image
 
-    from unclip_lite.glide.bundle import load_glide
+    from unclip_lite.kinds import KINDS, get_kind
 
-    if args.model != "glide":
-        raise ValueError(f"unknown model kind {args.model!r}; sampleable here: glide")
+    kind = get_kind(args.model)
+    if kind.sample is None:
+        raise ValueError(f"{kind.name!r} models do not draw images; sampleable: "
+                         f"{', '.join(k.name for k in KINDS.values() if k.sample)}")
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    bundle = load_glide(args.checkpoint)
-    prompts = [p for p in args.prompt for _ in range(args.n)]
-    extra = {}
-    if args.guide:
-        extra["guide"], _ = load_guide(args.guide)
-        extra["guide_scale"] = args.guide_scale
-    if args.image or args.hole:
-        if not (args.image and args.hole):
-            raise ValueError("inpainting needs both --image PNG and --hole left,top,right,bottom")
-        size = bundle.image_size
-        extra["inpaint"] = (read_images(args.image, size, len(prompts)), hole_mask(args.hole, size, len(prompts)))
-    if args.low_res or args.base:
-        if bool(args.low_res) == bool(args.base):
-            raise ValueError("an upsampler takes either --low-res PNG or --base CHECKPOINT, not both")
-        if args.low_res:
-            extra["low_res"] = read_images(args.low_res, bundle.low_res_size, len(prompts))
-        else:  # the cascade: the base model draws, the upsampler (plain conditional) refines
-            base = load_glide(args.base)
-            if base.image_size != bundle.low_res_size:
-                raise ValueError(f"--base {args.base} draws {base.image_size} px images; "
-                                 f"this upsampler takes {bundle.low_res_size} px")
-            extra["low_res"] = base.sample(prompts, args.guidance, args.sampler, args.steps, seed=args.seed,
-                                           precision=args.precision, progress=True)
-            args.guidance = 1.0
-    images = bundle.sample(prompts, args.guidance, args.sampler, None if args.base else args.steps,
-                           seed=args.seed, precision=args.precision,
-                           respacing="fast27" if args.base and not args.respacing else args.respacing,
-                           progress=True, **extra)
+    images = kind.sample(kind.bundle.load(args.checkpoint), args)
     if args.out_dir:
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -324,9 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="shapes.png")
     p.set_defaults(func=cmd_shapes)
     p = sub.add_parser("train", help=cmd_train.__doc__)
-    p.add_argument("model", help="model kind: clip or glide")
+    p.add_argument("model", help="model kind: clip, glide, classifier or judge")
     p.add_argument("--config", required=True, help="recipe name, e.g. shapes-tiny or emoji-tiny")
-    p.add_argument("--steps", type=int, help="override the recipe's number of steps")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set lr=3e-4 --set data.batch_size=64 (repeatable)")
+    p.add_argument("--steps", type=int, help="override the recipe's number of steps (= --set train.steps=N)")
     p.add_argument("--name", help="checkpoint name (default: <model>-<config>)")
     p.add_argument("--out", help="weights path (default: data/checkpoints/<name>.safetensors)")
     p.add_argument("--run-dir", help="where the resumable training state lives (default runs/<name>)")

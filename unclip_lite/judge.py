@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unclip_lite.bundle import Bundle, manifest_for
+from unclip_lite.checkpoints import load_state_into
 from unclip_lite.data import shapes
+from unclip_lite.train import TrainConfig, Trainer
+from unclip_lite.utils import config_from_dict
 
 # Every head and its number of classes; single-object heads read n_objects == 1 images,
 # pair heads (a_*, b_*, relation) read n_objects == 2 images, n_objects reads both.
@@ -147,27 +151,46 @@ def judge_loss(model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
     return sum(losses.values()), {k: v.item() for k, v in losses.items() if k in ("colour", "relation")}
 
 
-def train_judge(steps: int = 1500, batch_size: int = 128, lr: float = 3e-3, seed: int = 0,
-                max_noise: float = 0.05, config: JudgeConfig | None = None, progress: bool = True):
-    """Train a judge with the shared trainer; returns ``(judge, trainer)``.
+@dataclass
+class JudgeData:
+    batch_size: int = 128
+    max_noise: float = 0.05  # Gaussian pixel noise, std drawn in [0, max_noise] per image
+
+
+@dataclass
+class JudgeRecipe:
+    """How ``judge-shapes`` is trained: ``unclip-lite train judge --config shapes``."""
+
+    model: JudgeConfig = field(default_factory=JudgeConfig)
+    data: JudgeData = field(default_factory=JudgeData)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=1500, lr=3e-3, warmup=100, weight_decay=0.05, precision="fp32", log_every=50))
+
+
+RECIPES = {"shapes": JudgeRecipe}
+
+
+def train_judge(recipe: JudgeRecipe | None = None, out_dir: str | Path | None = None, resume: bool = True,
+                max_minutes: float | None = None, live_plot: bool = False) -> tuple[JudgeBundle, Trainer]:
+    """Train a judge with the shared trainer; returns ``(bundle, trainer)``.
 
     Batch ``i`` is a pure function of ``(seed, i)``: half one-object, half two-object scenes.
     """
-    from unclip_lite.train import TrainConfig, Trainer
-
+    recipe = recipe or JudgeRecipe()
+    seed, data = recipe.train.seed, recipe.data
     torch.manual_seed(seed)
-    judge = ShapesJudge(config)
+    judge = ShapesJudge(recipe.model)
 
     def batches(index: int, rank: int = 0, world: int = 1):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + index * world + rank)
-        return judge_batch(batch_size // world, gen, max_noise=max_noise,
+        return judge_batch(data.batch_size // world, gen, max_noise=data.max_noise,
                            resolution=judge.config.image_size)
 
-    train = TrainConfig(steps=steps, lr=lr, warmup=min(100, steps // 10), weight_decay=0.05,
-                        precision="fp32", log_every=50, progress=progress, seed=seed)
-    trainer = Trainer(judge, judge_loss, batches, train)
-    trainer.fit()
-    return judge.eval(), trainer
+    trainer = Trainer(judge, judge_loss, batches, recipe.train, out_dir=out_dir, live_plot=live_plot)
+    if resume and out_dir:
+        trainer.resume()
+    trainer.fit(max_minutes=max_minutes)
+    return JudgeBundle(judge.eval(), extra={"recipe": asdict(recipe)}), trainer
 
 
 @torch.no_grad()
@@ -222,21 +245,35 @@ def evaluate_judge(judge: ShapesJudge, n: int = 2000, seed: int = 1, noise: floa
     return metrics
 
 
+@dataclass
+class JudgeBundle(Bundle):
+    """The judge as a checkpoint: its config is :class:`JudgeConfig`'s fields, nothing else."""
+
+    kind = "judge"
+    model: ShapesJudge
+    extra: dict = field(default_factory=dict)  # not saved: the shipped judge's config is JudgeConfig alone
+    manifest: dict = field(default_factory=dict)
+
+    def config_dict(self) -> dict:
+        return asdict(self.model.config)
+
+    @classmethod
+    def from_config(cls, config: dict, state_dict: dict | None = None, source: str = "checkpoint") -> JudgeBundle:
+        judge = ShapesJudge(config_from_dict(JudgeConfig, config))
+        if state_dict is not None:
+            load_state_into(judge, state_dict, source)
+        return cls(judge.eval())
+
+
 def load_judge(name_or_path: str | Path = "judge-shapes") -> ShapesJudge:
     """A trained judge from the registry (``"judge-shapes"``) or a path, in eval mode."""
-    from unclip_lite.checkpoints import load_checkpoint, load_state_into
-
-    ckpt = load_checkpoint(name_or_path, kind="judge")
-    judge = ShapesJudge(JudgeConfig(**ckpt.config))
-    return load_state_into(judge, ckpt.state_dict, str(ckpt.path)).eval()
+    return JudgeBundle.load(name_or_path).model
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m unclip_lite.judge --steps N``: train, evaluate and save the shipped judge."""
+    """``python -m unclip_lite.judge --steps N``: how ``judge-shapes`` was first made; the same
+    as ``unclip-lite train judge --config shapes --set steps=N``, which records the same manifest."""
     import argparse
-
-    from unclip_lite.checkpoints import save_checkpoint
-    from unclip_lite.hardware import hardware
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--steps", type=int, default=1500)
@@ -248,15 +285,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="data/checkpoints/judge-shapes")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    judge, trainer = train_judge(args.steps, args.batch_size, args.lr, args.seed)
-    metrics = evaluate_judge(judge, n=args.eval_n)
+    recipe = JudgeRecipe()
+    recipe.train = replace(recipe.train, steps=args.steps, lr=args.lr, seed=args.seed)
+    recipe.data.batch_size = args.batch_size
+    bundle, trainer = train_judge(recipe)
+    metrics = evaluate_judge(bundle.model, n=args.eval_n)
     print("\n".join(f"{k}: {v}" for k, v in metrics.items()))
     command = "python -m unclip_lite.judge " + shlex.join(sys.argv[1:] if argv is None else argv)
-    manifest = {"command": command, "train_seconds": round(trainer.elapsed, 1), "steps": trainer.step,
-                "batch_size": args.batch_size, "hardware": hardware(), "metrics": metrics,
-                "final_loss": trainer.history[-1]["loss"] if trainer.history else None}
-    path = save_checkpoint(Path(args.out), judge.state_dict(), asdict(judge.config), kind="judge",
-                           manifest=manifest)
+    path = bundle.save(Path(args.out), manifest={**manifest_for(trainer, command, metrics),
+                                                 "batch_size": args.batch_size})
     print(f"saved {path} after {trainer.elapsed:.0f} s")
 
 

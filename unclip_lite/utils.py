@@ -1,9 +1,14 @@
-"""Small things every chapter needs: reproducible seeds and the best available device."""
+"""Small things every chapter needs: reproducible seeds, the best available device, and
+config dataclasses read from dicts (checkpoints) and from ``key=value`` strings (the CLI)."""
 from __future__ import annotations
 
+import math
 import os
 import random
-from dataclasses import fields
+from collections.abc import Sequence
+from dataclasses import fields, is_dataclass
+from types import UnionType
+from typing import Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -53,3 +58,98 @@ def config_from_dict(cls, d: dict, where: str | None = None):
     if unknown:
         raise ValueError(f"unknown {where or cls.__name__} field(s) {unknown}; expected some of {sorted(known)}")
     return cls(**d)
+
+
+def _leaves(config, prefix: str = "") -> dict[str, tuple[object, str]]:
+    """``{dotted path: (owning dataclass, field name)}`` for every non-dataclass field, recursively."""
+    out = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        path = f"{prefix}{f.name}"
+        if is_dataclass(value) and not isinstance(value, type):
+            out.update(_leaves(value, path + "."))
+        else:
+            out[path] = (config, f.name)
+    return out
+
+
+def _parse(raw: str, annotation, key: str):
+    """``raw`` converted to ``annotation`` (int, float, bool, str, None, tuples, unions of these)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, UnionType):
+        if raw.lower() in ("none", "null") and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _parse(raw, arg, key)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError("; ".join(errors))
+    if origin is tuple:
+        items = [item.strip() for item in raw.split(",") if item.strip()]
+        kinds = [args[0]] * len(items) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(kinds) != len(items):
+            raise ValueError(f"{key} takes {len(kinds)} comma-separated values, got {raw!r}")
+        return tuple(_parse(item, kind, key) for item, kind in zip(items, kinds))
+    if annotation is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key} is true or false, got {raw!r}")
+    if annotation is int:
+        try:
+            return int(raw.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{key} is an integer, got {raw!r}") from None
+    if annotation is float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{key} is a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{key} must be finite, got {raw!r}")
+        return value
+    if annotation is str:
+        return raw
+    raise ValueError(f"{key} ({annotation}) cannot be set from the command line")
+
+
+def override_fields(config, assignments: Sequence[str]) -> dict:
+    """Apply ``"key=value"`` strings to a nested config dataclass in place; return what was set.
+
+    ``key`` is a dotted path (``"train.lr"``, ``"data.batch_size"``) or a bare field name that
+    occurs once in the tree (``"lr"``). Each value is parsed to the field's declared type and
+    the owning dataclass re-validates itself (its ``__post_init__``), so an unknown key or a
+    bad value is an error before any work starts — nanoGPT's configurator and
+    improved-diffusion's ``add_dict_to_argparser``, typed.
+    """
+    leaves = _leaves(config)
+    applied = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set takes key=value, got {assignment!r}")
+        matches = [path for path in leaves if path == key or path.endswith("." + key)]
+        exact = [path for path in matches if path == key]
+        if len(exact) == 1:
+            matches = exact
+        if not matches:
+            raise ValueError(f"unknown recipe field {key!r}; fields: {', '.join(sorted(leaves))}")
+        if len(matches) > 1:
+            raise ValueError(f"{key!r} is ambiguous: {', '.join(matches)}; give the full path")
+        owner, name = leaves[matches[0]]
+        annotation = get_type_hints(type(owner))[name]
+        value = _parse(raw.strip(), annotation, matches[0])
+        old = getattr(owner, name)
+        setattr(owner, name, value)
+        try:
+            if hasattr(owner, "__post_init__"):
+                owner.__post_init__()  # the dataclass's own checks (e.g. TrainConfig's precision)
+        except (ValueError, TypeError):
+            setattr(owner, name, old)  # leave the recipe as it was
+            raise
+        applied[matches[0]] = value
+    return applied

@@ -16,7 +16,8 @@ from typing import Sequence
 
 import torch
 
-from unclip_lite.checkpoints import load_checkpoint, load_state_into, save_checkpoint
+from unclip_lite.bundle import Bundle
+from unclip_lite.checkpoints import load_state_into
 from unclip_lite.clip.configs import CLIPConfig
 from unclip_lite.clip.model import CLIP
 from unclip_lite.tokenizer import CompactVocab, get_tokenizer
@@ -26,7 +27,8 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
-class CLIPBundle:
+class CLIPBundle(Bundle):
+    kind = "clip"
     model: CLIP
     vocab: CompactVocab | None = None  # None: CLIP's full BPE vocabulary
     mean: Sequence[float] = (0.5, 0.5, 0.5)
@@ -41,10 +43,6 @@ class CLIPBundle:
     @property
     def image_size(self) -> int:
         return self.model.config.vision.image_size
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> torch.Tensor:
         """Token ids ``[N, context_length]`` in this model's vocabulary."""
@@ -87,28 +85,15 @@ class CLIPBundle:
                 "vocab": self.vocab.to_dict() if self.vocab is not None else None,
                 "mean": list(self.mean), "std": list(self.std), "extra": self.extra}
 
-    def save(self, path: str | Path, manifest: dict | None = None,
-             dtype: torch.dtype | None = None) -> Path:
-        return save_checkpoint(path, self.model.state_dict(), self.config_dict(), kind="clip",
-                               manifest=manifest, dtype=dtype)
-
-
-def bundle_from_config(config: dict, state_dict: dict | None = None, source: str = "checkpoint") -> CLIPBundle:
-    """Rebuild a bundle from :meth:`CLIPBundle.config_dict` (and load weights if given)."""
-    model = CLIP(CLIPConfig.from_dict(config["clip"]))
-    if state_dict is not None:
-        load_state_into(model, state_dict, source=source)
-    vocab = CompactVocab.from_dict(config["vocab"]) if config.get("vocab") else None
-    return CLIPBundle(model.eval(), vocab, tuple(config["mean"]), tuple(config["std"]),
-                      config.get("extra", {}))
+    @classmethod
+    def from_config(cls, config: dict, state_dict: dict | None = None, source: str = "checkpoint") -> CLIPBundle:
+        model = CLIP(CLIPConfig.from_dict(config["clip"]))
+        if state_dict is not None:
+            load_state_into(model, state_dict, source=source)
+        vocab = CompactVocab.from_dict(config["vocab"]) if config.get("vocab") else None
+        return cls(model.eval(), vocab, tuple(config["mean"]), tuple(config["std"]), config.get("extra", {}))
 
 
 def load_clip(name_or_path: str | Path, device: str | torch.device | None = None) -> CLIPBundle:
     """A shipped CLIP by name (``"clip-shapes-tiny"``) or a checkpoint path, ready to use."""
-    ckpt = load_checkpoint(name_or_path, kind="clip")
-    bundle = bundle_from_config(ckpt.config, ckpt.state_dict, source=str(ckpt.path))
-    bundle.manifest = ckpt.manifest
-    if device is not None:
-        bundle.model.to(device)
-    return bundle
-
+    return CLIPBundle.load(name_or_path, device)

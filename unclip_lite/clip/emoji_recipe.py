@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from unclip_lite.clip.bundle import CLIPBundle
+from unclip_lite.clip.recipes import fit_clip, new_clip
 from unclip_lite.clip.zeroshot import accuracy_at_k, linear_probe, retrieval_metrics, zero_shot_classifier
 from unclip_lite.data import emoji
 from unclip_lite.tokenizer import CompactVocab
@@ -94,14 +95,12 @@ def emoji_batches(bundle: CLIPBundle, data: EmojiData):
 
 
 def train_emoji_clip(recipe: EmojiRecipe | None = None, out_dir=None, resume: bool = True,
-                     live_plot: bool = False) -> tuple[CLIPBundle, Trainer]:
-    from unclip_lite.clip.recipes import fit_clip, new_clip
-
+                     max_minutes: float | None = None, live_plot: bool = False) -> tuple[CLIPBundle, Trainer]:
     recipe = recipe or EmojiRecipe()
     bundle = new_clip(recipe.model, emoji_vocab(), recipe.train.seed)
     record = {"model": recipe.model, "data": asdict(recipe.data), "train": asdict(recipe.train)}
     trainer = fit_clip(bundle, emoji_batches(bundle, recipe.data), recipe.train, record, out_dir,
-                       resume, live_plot=live_plot)
+                       resume, max_minutes, live_plot=live_plot)
     return bundle, trainer
 
 

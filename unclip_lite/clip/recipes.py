@@ -5,7 +5,6 @@ call these functions; chapter 02 calls them too, with a shorter schedule.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from unclip_lite.clip.loss import distributed_clip_loss
 from unclip_lite.clip.model import CLIP
 from unclip_lite.clip.zeroshot import retrieval_metrics
 from unclip_lite.data import shapes
-from unclip_lite.hardware import hardware
 from unclip_lite.tokenizer import CompactVocab
 from unclip_lite.train import TrainConfig, Trainer
 
@@ -42,21 +40,6 @@ class Recipe:
         steps=600, lr=2e-3, warmup=100, weight_decay=0.1, log_every=10))
 
 
-def _emoji_recipe():
-    from unclip_lite.clip.emoji_recipe import EmojiRecipe
-
-    return EmojiRecipe()
-
-
-def _noised_recipe():
-    from unclip_lite.glide.guide_recipes import NoisedClipRecipe
-
-    return NoisedClipRecipe()
-
-
-RECIPES = {"shapes-tiny": Recipe, "emoji-tiny": _emoji_recipe, "shapes-tiny-noised": _noised_recipe}
-
-
 def shapes_vocab() -> CompactVocab:
     """Every BPE piece the Shapes captions use (40 ids with the four specials)."""
     return CompactVocab.from_corpus(shapes.caption_corpus())
@@ -76,14 +59,14 @@ def new_shapes_clip(model: str = "shapes-tiny", seed: int = 0) -> CLIPBundle:
 
 
 def fit_clip(bundle: CLIPBundle, batches, config: TrainConfig, recipe_record: dict,
-             out_dir=None, resume: bool = True, **trainer_kwargs) -> Trainer:
+             out_dir=None, resume: bool = True, max_minutes: float | None = None, **trainer_kwargs) -> Trainer:
     """Train ``bundle.model`` contrastively with the shared trainer (resuming from
     ``out_dir`` if a state is there) and record the recipe in ``bundle.extra``."""
     trainer = Trainer(bundle.model, contrastive_step, batches, config, out_dir=out_dir,
                       after_step=CLIP.clamp_logit_scale_, **trainer_kwargs)
     if resume and out_dir:
         trainer.resume()
-    trainer.fit()
+    trainer.fit(max_minutes=max_minutes)
     bundle.extra = {"recipe": recipe_record}
     return trainer
 
@@ -158,8 +141,8 @@ def evaluate_shapes(bundle: CLIPBundle, n: int = 1000) -> dict:
 
 
 def train_shapes_clip(recipe: Recipe | None = None, out_dir: str | Path | None = None,
-                      resume: bool = True, live_plot: bool = False, eval_every: int | None = None,
-                      eval_n: int = 300) -> tuple[CLIPBundle, Trainer]:
+                      resume: bool = True, max_minutes: float | None = None, live_plot: bool = False,
+                      eval_every: int | None = None, eval_n: int = 300) -> tuple[CLIPBundle, Trainer]:
     """Train a Shapes CLIP with the shared trainer; returns the bundle (EMA-free) and trainer."""
     recipe = recipe or Recipe()
     bundle = new_shapes_clip(recipe.model, recipe.train.seed)
@@ -170,43 +153,5 @@ def train_shapes_clip(recipe: Recipe | None = None, out_dir: str | Path | None =
 
     record = {"model": recipe.model, "data": asdict(recipe.data), "train": asdict(recipe.train)}
     trainer = fit_clip(bundle, shapes_batches(bundle, recipe.data), recipe.train, record, out_dir,
-                       resume, evaluate=evaluate, eval_every=eval_every, live_plot=live_plot)
+                       resume, max_minutes, evaluate=evaluate, eval_every=eval_every, live_plot=live_plot)
     return bundle, trainer
-
-
-def manifest_for(trainer: Trainer, command: str, metrics: dict) -> dict:
-    return {"command": command, "train_seconds": round(trainer.elapsed, 1),
-            "train_minutes": round(trainer.elapsed / 60, 2), "steps": trainer.step,
-            "hardware": hardware(), "precision": trainer.precision, "metrics": metrics,
-            "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "final_loss": trainer.history[-1]["loss"] if trainer.history else None}
-
-
-def train(config: str, recipe: Recipe | None = None, **kwargs) -> tuple[CLIPBundle, Trainer]:
-    """Dispatch on the world the config name belongs to."""
-    if config.endswith("-noised"):  # a noise-aware CLIP for guidance (chapter 06)
-        from unclip_lite.glide.guide_recipes import train_noised_clip
-
-        return train_noised_clip(recipe, **kwargs)
-    kwargs.pop("max_minutes", None)
-    if config.startswith("shapes"):
-        return train_shapes_clip(recipe, **kwargs)
-    if config.startswith("emoji"):
-        from unclip_lite.clip.emoji_recipe import train_emoji_clip
-
-        return train_emoji_clip(recipe, **kwargs)
-    raise ValueError(f"no training recipe for {config!r}; recipes: {', '.join(RECIPES)}")
-
-
-def evaluate(config: str, bundle: CLIPBundle, n: int = 1000) -> dict:
-    if config.endswith("-noised"):
-        from unclip_lite.glide.guide_recipes import evaluate_noised_clip
-
-        return evaluate_noised_clip(bundle, n=min(n, 500))
-    if config.startswith("shapes"):
-        return evaluate_shapes(bundle, n=n)
-    if config.startswith("emoji"):
-        from unclip_lite.clip.emoji_recipe import evaluate_emoji
-
-        return evaluate_emoji(bundle)
-    raise ValueError(f"no evaluation for {config!r}")

@@ -16,8 +16,10 @@ from typing import Sequence
 
 import torch
 
-from unclip_lite.checkpoints import load_checkpoint, load_state_into, save_checkpoint
+from unclip_lite.bundle import Bundle
+from unclip_lite.checkpoints import load_state_into
 from unclip_lite.diffusion import SAMPLERS, GaussianDiffusion, sample
+from unclip_lite.diffusion.config import DiffusionConfig
 from unclip_lite.glide.guidance import classifier_free_guidance
 from unclip_lite.glide.text2im import Text2Im, Text2ImConfig, encode_prompts
 from unclip_lite.hardware import autocast, resolve_precision
@@ -25,20 +27,8 @@ from unclip_lite.tokenizer import CompactVocab
 
 
 @dataclass
-class DiffusionConfig:
-    """How the model was trained to denoise: the schedule and what the network predicts."""
-
-    schedule: str = "cosine"
-    num_timesteps: int = 1000
-    parameterization: str = "eps"
-
-    def build(self) -> GaussianDiffusion:
-        return GaussianDiffusion.from_schedule(self.schedule, self.num_timesteps,
-                                               parameterization=self.parameterization)
-
-
-@dataclass
-class GlideBundle:
+class GlideBundle(Bundle):
+    kind = "glide"
     model: Text2Im
     vocab: CompactVocab
     diffusion_config: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -55,10 +45,6 @@ class GlideBundle:
     @property
     def context_length(self) -> int:
         return self.model.config.context_length
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def tokenize(self, prompts: str | Sequence[str]) -> torch.Tensor:
         """Token ids ``[N, context_length]``; over-long prompts raise ``PromptTooLongError``."""
@@ -86,6 +72,13 @@ class GlideBundle:
         return self.model.config.unet.in_channels - self.model.config.unet.out_channels
 
     @property
+    def conditioning(self) -> str:
+        """What the model reads besides x_t and the caption: ``"text"`` (nothing more),
+        ``"inpaint"`` (image·mask ⊕ mask) or ``"low_res"`` (an upsampler's input)."""
+        # TODO(issue 10, item 4): declared in the model's config instead of read off its channel count
+        return {0: "text", 4: "inpaint", 3: "low_res"}.get(self.extra_channels, "unknown")
+
+    @property
     def low_res_size(self) -> int:
         """An upsampler's input size: the one it was trained on (its recipe), else half its output."""
         return self.extra.get("recipe", {}).get("data", {}).get("low_res_size", self.image_size // 2)
@@ -96,7 +89,8 @@ class GlideBundle:
         from unclip_lite.glide.inpaint import check_inpaint_inputs, inpaint_channels
         from unclip_lite.glide.upsample import check_low_res, upsample_channels
 
-        kind = {0: "text-to-image", 4: "inpainting", 3: "upsampling"}.get(self.extra_channels, "unknown")
+        kind = {"text": "text-to-image", "inpaint": "inpainting", "low_res": "upsampling"}.get(self.conditioning,
+                                                                                           "unknown")
         given = {"inpainting": inpaint is not None, "upsampling": low_res is not None}
         for name, present in given.items():
             if present and kind != name:
@@ -143,7 +137,7 @@ class GlideBundle:
 
         ``guide(prompts) -> log_prob_fn(x_t, t)`` adds gradient guidance with ``guide_scale`` on
         top of classifier-free guidance: CLIP guidance or classifier guidance (chapter 06,
-        :func:`~unclip_lite.glide.guide_recipes.clip_guide`, ``classifier_guide``). With
+        :func:`~unclip_lite.clip.noised.clip_guide`, :func:`~unclip_lite.glide.guide_recipes.classifier_guide`). With
         ``guidance=0`` the text-to-image model is unconditional and the guide alone steers.
         """
         from unclip_lite.diffusion.guidance import MAX_GRADIENT_SCALE, check_guidance_scale, gradient_guidance
@@ -196,25 +190,15 @@ class GlideBundle:
         return {"text2im": self.model.config.to_dict(), "vocab": self.vocab.to_dict(),
                 "diffusion": vars(self.diffusion_config).copy(), "extra": self.extra}
 
-    def save(self, path: str | Path, manifest: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-        return save_checkpoint(path, self.model.state_dict(), self.config_dict(), kind="glide",
-                               manifest=manifest, dtype=dtype)
-
-
-def bundle_from_config(config: dict, state_dict: dict | None = None, source: str = "checkpoint") -> GlideBundle:
-    """Rebuild a bundle from :meth:`GlideBundle.config_dict` (and load weights if given)."""
-    model = Text2Im(Text2ImConfig.from_dict(config["text2im"]))
-    if state_dict is not None:
-        load_state_into(model, state_dict, source=source)
-    return GlideBundle(model.eval(), CompactVocab.from_dict(config["vocab"]),
-                       DiffusionConfig(**config["diffusion"]), config.get("extra", {}))
+    @classmethod
+    def from_config(cls, config: dict, state_dict: dict | None = None, source: str = "checkpoint") -> GlideBundle:
+        model = Text2Im(Text2ImConfig.from_dict(config["text2im"]))
+        if state_dict is not None:
+            load_state_into(model, state_dict, source=source)
+        return cls(model.eval(), CompactVocab.from_dict(config["vocab"]), DiffusionConfig(**config["diffusion"]),
+                   config.get("extra", {}))
 
 
 def load_glide(name_or_path: str | Path, device: str | torch.device | None = None) -> GlideBundle:
     """A trained GLIDE from the registry (``"glide-shapes-tiny"``) or a path, in eval mode."""
-    ckpt = load_checkpoint(name_or_path, kind="glide")
-    bundle = bundle_from_config(ckpt.config, {k: v.float() for k, v in ckpt.state_dict.items()}, str(ckpt.path))
-    bundle.manifest = ckpt.manifest
-    if device is not None:
-        bundle.model.to(device)
-    return bundle
+    return GlideBundle.load(name_or_path, device)

@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unclip_lite.bundle import Bundle
+from unclip_lite.checkpoints import load_state_into
 from unclip_lite.clip.vision import AttentionPool2d
-from unclip_lite.glide.bundle import DiffusionConfig
+from unclip_lite.diffusion.config import DiffusionConfig
 from unclip_lite.glide.unet import UNet, UNetConfig, group_norm
 from unclip_lite.utils import config_from_dict
 
@@ -92,9 +94,10 @@ class NoisedClassifier(nn.Module):
 
 
 @dataclass
-class ClassifierBundle:
+class ClassifierBundle(Bundle):
     """A trained noised classifier and the diffusion whose x_t it reads, saved as one."""
 
+    kind = "classifier"
     model: NoisedClassifier
     diffusion_config: DiffusionConfig = field(default_factory=DiffusionConfig)
     extra: dict = field(default_factory=dict)  # saved alongside: how it was trained
@@ -108,19 +111,14 @@ class ClassifierBundle:
         return {"classifier": self.model.config.to_dict(), "diffusion": vars(self.diffusion_config).copy(),
                 "extra": self.extra}
 
-    def save(self, path, manifest: dict | None = None, dtype: torch.dtype | None = None):
-        from unclip_lite.checkpoints import save_checkpoint
-
-        return save_checkpoint(path, self.model.state_dict(), self.config_dict(), kind="classifier",
-                               manifest=manifest, dtype=dtype)
+    @classmethod
+    def from_config(cls, config: dict, state_dict: dict | None = None, source: str = "checkpoint") -> ClassifierBundle:
+        model = NoisedClassifier(ClassifierConfig.from_dict(config["classifier"]))
+        if state_dict is not None:
+            load_state_into(model, state_dict, source)
+        return cls(model.eval(), DiffusionConfig(**config["diffusion"]), config.get("extra", {}))
 
 
 def load_classifier(name_or_path) -> ClassifierBundle:
     """A trained noised classifier from the registry (``"classifier-noised-shapes-tiny"``) or a path."""
-    from unclip_lite.checkpoints import load_checkpoint, load_state_into
-
-    ckpt = load_checkpoint(name_or_path, kind="classifier")
-    model = NoisedClassifier(ClassifierConfig.from_dict(ckpt.config["classifier"]))
-    load_state_into(model, {k: v.float() for k, v in ckpt.state_dict.items()}, str(ckpt.path))
-    return ClassifierBundle(model.eval(), DiffusionConfig(**ckpt.config["diffusion"]),
-                            ckpt.config.get("extra", {}), ckpt.manifest)
+    return ClassifierBundle.load(name_or_path)

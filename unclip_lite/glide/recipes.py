@@ -133,10 +133,10 @@ def glide_batches(bundle: GlideBundle, data: GlideData, p_uncond: float | None =
         tokens = drop_captions(bundle.tokenize(texts), p, gen)
         x0 = images * 2 - 1  # [B, 3, R, R]
         mine = slice(rank * len(texts) // world, (rank + 1) * len(texts) // world)  # [B / world]
-        if bundle.extra_channels == 4:
+        if bundle.conditioning == "inpaint":
             masks = random_masks(len(x0), bundle.image_size, gen, fill_all=data.mask_fill_all)
             return x0[mine], tokens[mine], inpaint_channels(x0, masks)[mine]
-        if bundle.extra_channels == 3:
+        if bundle.conditioning == "low_res":
             low = degrade(x0, data.low_res_size, data.low_res_blur, gen)
             return x0[mine], tokens[mine], upsample_channels(low, bundle.image_size)[mine]
         return x0[mine], tokens[mine]

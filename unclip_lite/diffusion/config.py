@@ -1,0 +1,19 @@
+"""What a checkpoint records about the diffusion its model was trained on."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unclip_lite.diffusion.gaussian import GaussianDiffusion
+
+
+@dataclass
+class DiffusionConfig:
+    """How the model was trained to denoise: the schedule and what the network predicts."""
+
+    schedule: str = "cosine"
+    num_timesteps: int = 1000
+    parameterization: str = "eps"  # "eps", "x0" or "v"
+
+    def build(self) -> GaussianDiffusion:
+        return GaussianDiffusion.from_schedule(self.schedule, self.num_timesteps,
+                                               parameterization=self.parameterization)

@@ -1,0 +1,191 @@
+"""The registry of model kinds: what ``unclip-lite train | eval | sample`` can do, by name.
+
+Each kind registers, in one place, its bundle class (how its checkpoints load), its training
+recipes (name → recipe factory, training function, the quick metrics a training run records),
+and what ``eval`` and ``sample`` do with one of its checkpoints. The command line only looks
+things up here, so a new model is one :func:`register` call, not new branches in ``cli.py``
+(open_clip's one model registry plays the same role).
+
+    kind = get_kind("glide")
+    recipe = kind.recipes["shapes-tiny"].make()
+    bundle = load_bundle("glide-shapes-tiny")         # the kind is read from the checkpoint
+
+This module sits at the top of the package (beside ``cli``): it imports every kind, and
+nothing below imports it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unclip_lite import judge
+from unclip_lite.bundle import Bundle
+from unclip_lite.checkpoints import read_manifest
+from unclip_lite.clip import emoji_recipe
+from unclip_lite.clip import noised as noised_clip
+from unclip_lite.clip import recipes as clip_recipes
+from unclip_lite.clip.bundle import CLIPBundle
+from unclip_lite.glide import evaluate as glide_evaluate
+from unclip_lite.glide import guide_recipes
+from unclip_lite.glide import recipes as glide_recipes
+from unclip_lite.glide.bundle import GlideBundle
+from unclip_lite.glide.classifier import ClassifierBundle
+from unclip_lite.glide.command import sample_from_args
+
+
+@dataclass
+class EvalOptions:
+    """The knobs of ``unclip-lite eval`` (each kind reads the ones it has)."""
+
+    n: int = 1000              # evaluation images per split (clip, judge, guides' reading; upsampler: ≤ 100)
+    per_pair: int = 4          # glide: DDIM samples per colour × shape pair
+    ddpm_per_pair: int = 2     # glide: DDPM-1000 vs DDIM samples per pair
+    pairs_n: int = 120         # glide: two-object prompts; inpainting: 'add' edits; guides: 0 skips the guidance run
+    steps: int = 50            # DDIM steps
+    respacing: str = "fast27"  # upsamplers
+    scales: tuple[float, ...] | None = None  # guides: gradient guidance scales to try
+    base: str = "glide-shapes-tiny"          # guides: the GLIDE they steer
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    """A training recipe of a kind: ``make()`` a fresh recipe dataclass (its ``train`` field a
+    :class:`~unclip_lite.train.TrainConfig`), ``train(recipe, out_dir=, resume=, max_minutes=)
+    -> (bundle, trainer)``, and ``quick_metrics(bundle)``, recorded by the training command."""
+
+    make: Callable[[], Any]
+    train: Callable[..., tuple[Bundle, Any]]
+    quick_metrics: Callable[[Bundle], dict] = lambda bundle: {}
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    name: str
+    bundle: type[Bundle]
+    description: str
+    recipes: dict[str, RecipeEntry] = field(default_factory=dict)
+    evaluate: Callable[[Bundle, EvalOptions], dict] | None = None
+    guide: Callable[[Bundle], Callable] | None = None    # a gradient guide for GlideBundle.sample
+    sample: Callable[[Bundle, Any], torch.Tensor] | None = None  # from the CLI's parsed arguments
+
+
+KINDS: dict[str, ModelKind] = {}
+
+
+def register(kind: ModelKind) -> ModelKind:
+    if kind.name in KINDS:
+        raise ValueError(f"model kind {kind.name!r} is registered twice")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> ModelKind:
+    if name not in KINDS:
+        raise ValueError(f"unknown model kind {name!r}; kinds: {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+def kind_of(name_or_path: str | Path) -> ModelKind:
+    """The registered kind of a checkpoint, as its manifest names it."""
+    manifest = read_manifest(name_or_path)
+    if not manifest:
+        raise FileNotFoundError(f"no checkpoint manifest for {str(name_or_path)!r}")
+    stored = manifest.get("kind")
+    for kind in KINDS.values():
+        if kind.bundle.kind == stored:
+            return kind
+    raise ValueError(f"{name_or_path}: a checkpoint of kind {stored!r}, which no registered kind loads")
+
+
+def load_bundle(name_or_path: str | Path, device: str | torch.device | None = None) -> Bundle:
+    """Any checkpoint, loaded through its kind's bundle class."""
+    return kind_of(name_or_path).bundle.load(name_or_path, device)
+
+
+def load_guide(name_or_path: str | Path) -> tuple[Callable, str]:
+    """``(guide, kind name)`` for a checkpoint that can steer sampling by its gradient."""
+    kind = kind_of(name_or_path)
+    if kind.guide is None:
+        raise ValueError(f"{name_or_path}: not a guide (a noise-aware CLIP or a noised classifier); "
+                         f"its kind is {kind.name!r}")
+    return kind.guide(kind.bundle.load(name_or_path)), kind.name
+
+
+# ----------------------------------------------------------------------------- evaluations
+
+
+def _guidance_run(bundle: Bundle, kind: str, guide: Callable, options: EvalOptions) -> dict:
+    """The guide at work: judged samples of the ``base`` GLIDE beside classifier-free guidance."""
+    if not options.pairs_n:
+        return {}
+    metrics = glide_evaluate.evaluate_guidance(
+        GlideBundle.load(options.base), guide, kind, scales=options.scales or (1.0, 3.0, 10.0),
+        per_pair=options.per_pair, steps=options.steps, precision=options.precision, progress=False)
+    return {**metrics, "base": options.base}
+
+
+def evaluate_clip(bundle: CLIPBundle, options: EvalOptions) -> dict:
+    if bundle.model.config.vision.timestep_conditioned:  # a guide: reading x_t, then steering
+        metrics = noised_clip.evaluate_noised_clip(bundle, n=min(options.n, 500))
+        return {**metrics, **_guidance_run(bundle, "clip", noised_clip.clip_guide(bundle), options)}
+    if bundle.extra.get("recipe", {}).get("model", "shapes-tiny").startswith("emoji"):
+        return emoji_recipe.evaluate_emoji(bundle)
+    return clip_recipes.evaluate_shapes(bundle, n=options.n)
+
+
+def evaluate_classifier(bundle: ClassifierBundle, options: EvalOptions) -> dict:
+    metrics = guide_recipes.evaluate_classifier(bundle, n=min(options.n, 500))
+    return {**metrics, **_guidance_run(bundle, "classifier", guide_recipes.classifier_guide(bundle), options)}
+
+
+def evaluate_glide(bundle: GlideBundle, options: EvalOptions) -> dict:
+    common = dict(precision=options.precision, progress=False)
+    if bundle.conditioning == "inpaint":
+        return glide_evaluate.evaluate_inpainting(bundle, per_pair=options.per_pair, pairs_n=options.pairs_n,
+                                                  steps=options.steps, **common)
+    if bundle.conditioning == "low_res":
+        return glide_evaluate.evaluate_upsampler(bundle, n=min(options.n, 100), respacing=options.respacing, **common)
+    return glide_evaluate.evaluate_glide(bundle, per_pair=options.per_pair, steps=options.steps,
+                                         ddpm_per_pair=options.ddpm_per_pair, pairs_n=options.pairs_n, **common)
+
+
+def glide_quick_metrics(bundle: GlideBundle) -> dict:
+    """A text-to-image model's quick judged accuracy; edits and upsamplers: see ``eval``."""
+    return glide_evaluate.quick_metrics(bundle) if bundle.conditioning == "text" else {}
+
+
+# ----------------------------------------------------------------------------- the kinds
+
+register(ModelKind(
+    "clip", CLIPBundle, "CLIP image and text towers (Shapes, Emoji; a noise-aware one guides GLIDE)",
+    recipes={
+        "shapes-tiny": RecipeEntry(clip_recipes.Recipe, clip_recipes.train_shapes_clip, clip_recipes.evaluate_shapes),
+        "emoji-tiny": RecipeEntry(emoji_recipe.EmojiRecipe, emoji_recipe.train_emoji_clip, emoji_recipe.evaluate_emoji),
+        "shapes-tiny-noised": RecipeEntry(noised_clip.NoisedClipRecipe, noised_clip.train_noised_clip,
+                                          lambda b: noised_clip.evaluate_noised_clip(b, n=500)),
+    },
+    evaluate=evaluate_clip, guide=noised_clip.clip_guide))
+
+register(ModelKind(
+    "classifier", ClassifierBundle, "ADM's noised classifier: reads x_t, guides GLIDE by its gradient",
+    recipes={"shapes-tiny": RecipeEntry(guide_recipes.ClassifierRecipe, guide_recipes.train_noised_classifier,
+                                        guide_recipes.evaluate_classifier)},
+    evaluate=evaluate_classifier, guide=guide_recipes.classifier_guide))
+
+register(ModelKind(
+    "judge", judge.JudgeBundle, "the Shapes attribute judge that grades generated images",
+    recipes={"shapes": RecipeEntry(judge.JudgeRecipe, judge.train_judge,
+                                   lambda b: judge.evaluate_judge(b.model))},
+    evaluate=lambda bundle, options: judge.evaluate_judge(bundle.model, n=options.n)))
+
+
+register(ModelKind(
+    "glide", GlideBundle, "GLIDE text-to-image diffusion, and its inpainting and upsampling variants",
+    recipes={name: RecipeEntry(make, glide_recipes.train_shapes_glide, glide_quick_metrics)
+             for name, make in glide_recipes.RECIPES.items()},
+    evaluate=evaluate_glide, sample=lambda bundle, args: sample_from_args(bundle, args, load_guide)))
