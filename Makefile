@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup book test lab bench clean
+.PHONY: setup book test test-fast lab bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ setup: $(VENV)/.stamp-test $(VENV)/.stamp-book
 
 test: $(VENV)/.stamp-test
 	UNCLIP_LITE_PROFILE=smoke $(PY) -m pytest -q -n auto --durations=10 tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider
+
+# The quick set for a developer: no shipped-checkpoint evaluations, training runs or notebooks.
+test-fast: $(VENV)/.stamp-test
+	UNCLIP_LITE_PROFILE=smoke $(PY) -m pytest -q -n auto -m "not slow and not dist" tests -p no:cacheprovider
 
 book: $(VENV)/.stamp-book
 	rm -rf _build/html _build/.doctrees _build/jupyter_execute

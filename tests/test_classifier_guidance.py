@@ -2,12 +2,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_classifier
 
 from unclip_lite.diffusion import GaussianDiffusion
 from unclip_lite.diffusion.guidance import gradient_guidance
 from unclip_lite.glide.classifier import (CLASSIFIER_CONFIGS, ClassifierConfig, NoisedClassifier,
                                           get_classifier_config)
-from unclip_lite.glide.unet import UNet, UNetConfig, count_parameters
+from unclip_lite.glide.unet import UNet, count_parameters
 
 
 def toy_model(x, t):
@@ -50,20 +51,16 @@ def test_gradient_guidance_rejects_bad_scales(scale):
         gradient_guidance(GaussianDiffusion.from_schedule("cosine", 10), toy_model, lambda x, t: x.sum(), scale)
 
 
-def test_gradient_guidance_needs_eps_and_one_log_prob_per_image():
-    with pytest.raises(ValueError, match="ε-prediction"):
-        gradient_guidance(GaussianDiffusion.from_schedule("cosine", 10, parameterization="v"), toy_model,
-                          lambda x, t: x.sum((1, 2, 3)), 1.0)
+def test_gradient_guidance_takes_any_parameterisation_and_needs_one_log_prob_per_image():
+    """x_0- and v-models are guided through ε (closed-form checks: test_guidance_parameterisations)."""
+    x, t = torch.randn(2, 3, 2, 2, dtype=torch.float64), torch.tensor([3, 7])
+    for parameterization in ("x0", "v"):
+        diffusion = GaussianDiffusion.from_schedule("cosine", 10, parameterization=parameterization)
+        out = gradient_guidance(diffusion, toy_model, lambda x, t: x.sum((1, 2, 3)), 1.0)(x, t)
+        assert out.shape == x.shape and not torch.allclose(out, toy_model(x, t))
     fn = gradient_guidance(GaussianDiffusion.from_schedule("cosine", 10), toy_model, lambda x, t: x.sum(), 1.0)
     with pytest.raises(ValueError, match="one value per image"):
         fn(torch.randn(2, 3, 2, 2), torch.tensor([1, 2]))
-
-
-def tiny_classifier(seed: int = 0) -> NoisedClassifier:
-    torch.manual_seed(seed)
-    unet = UNetConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-                      num_head_channels=16, image_size=16)
-    return NoisedClassifier(ClassifierConfig(unet, {"colour": 8, "shape": 5}, pool_heads=2)).eval()
 
 
 def test_classifier_is_the_unets_down_half_with_an_attention_pool():

@@ -1,25 +1,14 @@
 """The noise-aware CLIP (a ViT that also reads t) and CLIP guidance (unclip_lite.clip.noised)."""
 import pytest
 import torch
+from helpers import tiny_clip
 
 from unclip_lite.clip.bundle import CLIPBundle
-from unclip_lite.clip.configs import CLIPConfig, TextConfig, VisionConfig
-from unclip_lite.clip.model import CLIP
-from unclip_lite.clip.recipes import ShapesData, shapes_batches, shapes_vocab
+from unclip_lite.clip.configs import VisionConfig
+from unclip_lite.clip.noised import clip_log_prob, noised_clip_batches, noised_contrastive_step
+from unclip_lite.clip.recipes import ShapesData, shapes_batches
 from unclip_lite.diffusion import GaussianDiffusion
 from unclip_lite.diffusion.guidance import gradient_guidance
-from unclip_lite.clip.noised import clip_log_prob, noised_clip_batches, noised_contrastive_step
-
-
-def tiny_clip(noised: bool = True) -> CLIPBundle:
-    vocab = shapes_vocab()
-    cfg = CLIPConfig(embed_dim=32,
-                     vision=VisionConfig(image_size=32, layers=1, width=32, heads=2, patch_size=8,
-                                         timestep_conditioned=noised),
-                     text=TextConfig(context_length=16, vocab_size=vocab.size, width=32, heads=2, layers=1,
-                                     eot_token_id=vocab.EOT))
-    torch.manual_seed(0)
-    return CLIPBundle(CLIP(cfg).eval(), vocab)
 
 
 def test_the_noise_aware_tower_reads_t_and_refuses_to_run_without_it():

@@ -39,6 +39,7 @@ def test_clip_loss_refuses_mismatched_shapes():
         clip_loss(torch.zeros(4, 8), torch.zeros(5, 8), 1.0)
 
 
+@pytest.mark.dist
 def test_two_process_loss_and_gradients_equal_single_process(tmp_path):
     out = tmp_path / "result.pt"
     worker = Path(__file__).parent / "dist" / "clip_loss_worker.py"

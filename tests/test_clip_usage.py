@@ -79,6 +79,7 @@ def test_a_short_training_run_learns_and_resumes(tmp_path):
     assert again.step == 8 and len(again.history) > len(trainer.history)
 
 
+@pytest.mark.slow
 def test_cli_train_then_eval(tmp_path, capsys):
     out = tmp_path / "clip-test.safetensors"
     assert cli(["train", "clip", "--config", "shapes-tiny", "--steps", "2", "--out", str(out),
@@ -103,6 +104,8 @@ def test_cli_bad_input(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.dist
+@pytest.mark.slow
 def test_torchrun_cli_trains_data_parallel(tmp_path):
     """`torchrun --nproc_per_node 2 -m unclip_lite train clip ...` runs DDP on CPU (gloo)."""
     import os
@@ -120,6 +123,7 @@ def test_torchrun_cli_trains_data_parallel(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["steps"] == 2
 
 
+@pytest.mark.slow
 def test_killed_clip_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
     """Interrupt a real CLIP run mid-way (as Ctrl-C would), resume it in a fresh trainer:
     the final weights equal an uninterrupted run's bit for bit."""

@@ -5,31 +5,18 @@ import json
 
 import pytest
 import torch
-from helpers import unzero_
+from helpers import tiny_bundle, unzero_
 from PIL import Image
 
 from unclip_lite import cli
-from unclip_lite.clip.recipes import shapes_vocab
 from unclip_lite.data import shapes
 from unclip_lite.diffusion import GaussianDiffusion
-from unclip_lite.glide.bundle import DiffusionConfig, GlideBundle, load_glide
+from unclip_lite.glide.bundle import GlideBundle, load_glide
 from unclip_lite.glide.evaluate import judge_single, single_object_prompts, two_object_prompts
 from unclip_lite.glide.recipes import GlideData, GlideRecipe, diffusion_loss, glide_batches
-from unclip_lite.glide.text2im import EOT, PAD, SOT, Text2Im, Text2ImConfig
-from unclip_lite.glide.unet import UNetConfig
+from unclip_lite.glide.text2im import Text2Im
 from unclip_lite.judge import load_judge
 from unclip_lite.tokenizer import PromptTooLongError
-
-
-def tiny_bundle(seed: int = 0, image_size: int = 32) -> GlideBundle:
-    """A Shapes GLIDE small enough to sample in a test (non-zero output layer, so not trivial)."""
-    vocab = shapes_vocab()
-    unet = UNetConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(16,),
-                      num_head_channels=16, image_size=image_size, encoder_channels=32, cond_dim=32)
-    torch.manual_seed(seed)
-    model = Text2Im(Text2ImConfig(unet, vocab.size, 24, 32, 1, 2)).eval()
-    unzero_(model)
-    return GlideBundle(model, vocab, DiffusionConfig("cosine", 20))
 
 
 # --- Min-SNR-γ -------------------------------------------------------------------------------

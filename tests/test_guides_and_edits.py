@@ -9,17 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import unzero_
+from helpers import tiny_bundle, tiny_classifier, tiny_clip, unzero_
 from PIL import Image
-from test_classifier_guidance import tiny_classifier
-from test_clip_guidance import tiny_clip
-from test_glide_recipe import tiny_bundle
 from torchvision.utils import save_image
 
 from unclip_lite import cli
 from unclip_lite.checkpoints import CheckpointError, read_manifest
 from unclip_lite.clip import noised as noised_clip
-from unclip_lite.clip.recipes import shapes_vocab
 from unclip_lite.data import shapes
 from unclip_lite.diffusion import GaussianDiffusion
 from unclip_lite.glide import evaluate, guide_recipes

@@ -6,7 +6,7 @@ what it resolves to and to honour an explicit precision.
 """
 import pytest
 import torch
-from test_glide_recipe import tiny_bundle
+from helpers import tiny_bundle
 from torch import nn
 
 from unclip_lite import cli, hardware

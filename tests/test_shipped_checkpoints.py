@@ -9,6 +9,8 @@ import pytest
 from unclip_lite.checkpoints import REGISTRY_DIR, list_checkpoints, load_checkpoint, read_manifest
 from unclip_lite.cli import main as cli
 
+pytestmark = pytest.mark.slow  # every test here reads the shipped checkpoints; most evaluate them
+
 EXPECTED = ["clip-emoji-tiny", "clip-shapes-tiny", "glide-shapes-tiny", "judge-shapes", "clip-noised-shapes-tiny",
             "classifier-noised-shapes-tiny", "glide-inpaint-shapes-tiny", "glide-upsample-shapes-tiny"]
 

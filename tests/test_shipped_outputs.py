@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from shipped_outputs import CHECKPOINTS, compute
 
+pytestmark = pytest.mark.slow
 RECORDED = Path(__file__).parent / "data" / "shipped_outputs.safetensors"
 
 

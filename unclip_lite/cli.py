@@ -1,7 +1,8 @@
 """The ``unclip-lite`` command line (also ``python -m unclip_lite``).
 
-Subcommands are small functions registered in :data:`COMMANDS`; later chapters add
-``train``, ``sample`` and ``eval`` beside the ones here.
+Each subcommand is a small function; ``train``, ``eval`` and ``sample`` look the model kind
+up in :mod:`unclip_lite.kinds`. Imports sit inside the functions on purpose: ``unclip-lite
+info`` or ``--help`` should answer at once, without loading torch and every model kind.
 """
 from __future__ import annotations
 

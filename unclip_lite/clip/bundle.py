@@ -22,8 +22,6 @@ from unclip_lite.clip.configs import CLIPConfig
 from unclip_lite.clip.model import CLIP
 from unclip_lite.tokenizer import CompactVocab, get_tokenizer
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -56,29 +54,41 @@ class CLIPBundle(Bundle):
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
         return (images - mean) / std
 
-    def encode_images(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Unit image embeddings ``[N, E]`` of images in [0, 1] (no gradient)."""
+    @property
+    def dim(self) -> int:
+        """The embedding width E (the :class:`~unclip_lite.clip.embedding.CLIPEmbedder` interface)."""
+        return self.model.config.embed_dim
+
+    def embed_image(self, images: torch.Tensor, normalize: bool = True, batch_size: int = 512) -> torch.Tensor:
+        """Image embeddings ``[N, E]`` (unit vectors unless ``normalize=False``) of images in [0, 1], no gradient."""
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
             out = torch.cat([
-                self.model.encode_image(self.normalize_pixels(chunk.to(self.device)), normalize=True)
+                self.model.encode_image(self.normalize_pixels(chunk.to(self.device)), normalize=normalize)
                 for chunk in images.split(batch_size)])
         self.model.train(was_training)
         return out
 
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
-        """Unit text embeddings ``[N, E]`` of strings (no gradient)."""
+    def embed_text(self, texts: Sequence[str], normalize: bool = True, batch_size: int = 512) -> torch.Tensor:
+        """Text embeddings ``[N, E]`` (unit vectors unless ``normalize=False``) of strings, no gradient."""
         if isinstance(texts, str):
             texts = [texts]
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
             tokens = self.tokenize(list(texts)).to(self.device)
-            out = torch.cat([self.model.encode_text(chunk, normalize=True)
-                             for chunk in tokens.split(batch_size)])
+            out = torch.cat([self.model.encode_text(chunk, normalize=normalize) for chunk in tokens.split(batch_size)])
         self.model.train(was_training)
         return out
+
+    def encode_images(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Unit image embeddings ``[N, E]`` of images in [0, 1] (``embed_image``, normalised)."""
+        return self.embed_image(images, batch_size=batch_size)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+        """Unit text embeddings ``[N, E]`` of strings (``embed_text``, normalised)."""
+        return self.embed_text(texts, batch_size=batch_size)
 
     def config_dict(self) -> dict:
         return {"clip": self.model.config.to_dict(),

@@ -3,7 +3,7 @@
 * :mod:`.schedule`: β schedules (linear, cosine) and respacing to fewer steps.
 * :mod:`.gaussian`: :class:`GaussianDiffusion`: q(x_t | x_0), the posterior, p_θ and the loss.
 * :mod:`.losses`: Gaussian KL and the discretised decoder likelihood of the VLB.
-* :mod:`.samplers`: DDPM and DDIM steps and loops, DDIM inversion.
+* :mod:`.samplers`: DDPM and DDIM steps and loops (also step by step), DDIM inversion.
 
 Typical use::
 
@@ -15,9 +15,10 @@ Typical use::
 from unclip_lite.diffusion.gaussian import (FIXED_VARIANCES, PARAMETERIZATIONS, GaussianDiffusion,
                                             PMeanVariance, threshold_x0)
 from unclip_lite.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
-from unclip_lite.diffusion.samplers import (SAMPLERS, StepOutput, ddim_invert, ddim_reconstruct, ddim_sample_loop,
-                                            ddim_sigma, ddim_step, ddim_timesteps, ddpm_sample_loop, ddpm_step,
-                                            sample)
+from unclip_lite.diffusion.samplers import (SAMPLERS, SampleStep, StepOutput, ddim_invert, ddim_reconstruct,
+                                            ddim_sample_loop, ddim_sample_loop_progressive, ddim_sigma, ddim_step,
+                                            ddim_timesteps, ddpm_sample_loop, ddpm_sample_loop_progressive,
+                                            ddpm_step, sample)
 from unclip_lite.diffusion.schedule import (SCHEDULES, cosine_alpha_bar, cosine_betas, get_betas, linear_betas,
                                             respace, space_timesteps)
 
@@ -25,6 +26,7 @@ __all__ = [
     "GaussianDiffusion", "PMeanVariance", "threshold_x0", "PARAMETERIZATIONS", "FIXED_VARIANCES",
     "normal_kl", "discretized_gaussian_log_likelihood", "mean_flat",
     "ddpm_step", "ddim_step", "ddim_sigma", "ddim_timesteps", "ddpm_sample_loop", "ddim_sample_loop",
+    "ddpm_sample_loop_progressive", "ddim_sample_loop_progressive", "SampleStep",
     "sample", "ddim_invert", "ddim_reconstruct", "StepOutput", "SAMPLERS",
     "linear_betas", "cosine_betas", "cosine_alpha_bar", "get_betas", "space_timesteps", "respace", "SCHEDULES",
 ]

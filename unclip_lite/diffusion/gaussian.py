@@ -226,6 +226,27 @@ class GaussianDiffusion:
         return (self._extract(self.sqrt_one_minus_alphas_cumprod, t, xt) * xt
                 + self._extract(self.sqrt_alphas_cumprod, t, xt) * v)
 
+    def eps_from_output(self, xt: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """ε̂ from the mean channels ``out`` of the network, whatever it predicts, *unclipped*.
+
+        ε̂ is the score in disguise, ∇ log p(x_t) = -ε̂/√(1-ᾱ_t) (Song et al. 2021), which is why
+        guidance edits the prediction here. Unlike :meth:`predict_x0_eps` nothing is clipped and
+        ε-outputs come back as they are (the round trip through x̂_0 would lose float precision).
+        """
+        if self.parameterization == "eps":
+            return out
+        if self.parameterization == "x0":
+            return self.predict_eps_from_x0(xt, t, out)
+        return self.predict_eps_from_v(xt, t, out)
+
+    def output_from_eps(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`eps_from_output`: what this parameterisation outputs for ε̂,
+        x̂_0 = (x_t - √(1-ᾱ_t) ε̂)/√ᾱ_t or v = √ᾱ_t ε̂ - √(1-ᾱ_t) x̂_0 (Salimans & Ho 2022, §4)."""
+        if self.parameterization == "eps":
+            return eps
+        x0 = self.predict_x0_from_eps(xt, t, eps)
+        return x0 if self.parameterization == "x0" else self.v_target(x0, eps, t)
+
     # -- reverse process ----------------------------------------------------------------------
     def split_output(self, model_output: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``[B, 2C, ...] -> ([B, C, ...] mean part, [B, C, ...] v)`` when learning the variance."""

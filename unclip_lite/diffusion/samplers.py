@@ -1,5 +1,8 @@
 """Sampling: DDPM ancestral steps, DDIM steps, their loops, and DDIM inversion.
 
+Each loop is a generator, ``*_sample_loop_progressive``, that yields every intermediate sample
+and x̂_0 (to watch or plot a run); ``ddpm_sample_loop`` / ``ddim_sample_loop`` run it to the end.
+
 Every loop needs only ``model_fn(x, t) -> output`` where ``t`` is a ``[B]`` long tensor of
 *model* timesteps (the original ones, even on a respaced process). Classifier-free guidance,
 class conditioning, etc. are layered on by wrapping the network in such a function, e.g.::
@@ -12,7 +15,7 @@ Step functions work on indices into ``diffusion``'s own schedule (0 … K-1 for 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -111,11 +114,27 @@ def _check_timesteps(diffusion: GaussianDiffusion, steps: int | None,
     return ts
 
 
-def ddpm_sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Sequence[int], *,
-                     x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                     clip_denoised: bool | float = True, progress: bool = True) -> torch.Tensor:
-    """Ancestral sampling through *every* step of ``diffusion`` (DDPM Algorithm 2).
+class SampleStep(NamedTuple):
+    """What a progressive loop yields after each step (improved-diffusion's
+    ``p_sample_loop_progressive`` yields the same, as a dict)."""
+    t: int                 # the model timestep this step started from (original process)
+    x_t: torch.Tensor      # the sample after the step, x_{t_prev}  [B, C, H, W]
+    pred_x0: torch.Tensor  # x̂_0 the step moved toward  [B, C, H, W]
+
+
+def _final_sample(steps: Iterator[SampleStep]) -> torch.Tensor:
+    """Run a progressive loop to its end and return the last sample (loops take >= 1 step)."""
+    for step in steps:
+        pass
+    return step.x_t
+
+
+def ddpm_sample_loop_progressive(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Sequence[int], *,
+                                 x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                                 clip_denoised: bool | float = True, progress: bool = True) -> Iterator[SampleStep]:
+    """Ancestral sampling through *every* step of ``diffusion`` (DDPM Algorithm 2), yielding a
+    :class:`SampleStep` after each one.
 
     For fewer steps respace first: ``ddpm_sample_loop(diffusion.respaced("100"), ...)``.
     Noise is drawn from ``generator`` as x_T first, then once per step with t > 0.
@@ -124,18 +143,26 @@ def ddpm_sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Seq
     for i in tqdm(range(diffusion.num_timesteps - 1, -1, -1), disable=not progress, desc="DDPM"):
         t = _timestep_tensor(i, x)
         noise = _randn(x.shape, generator, x.device, x.dtype) if i > 0 else torch.zeros_like(x)
-        x = ddpm_step(diffusion, model_fn(x, diffusion.model_timesteps(t)), x, t, noise, clip_denoised).prev_sample
-    return x
+        step = ddpm_step(diffusion, model_fn(x, diffusion.model_timesteps(t)), x, t, noise, clip_denoised)
+        x = step.prev_sample
+        yield SampleStep(int(diffusion.timestep_map[i]), x, step.pred_x0)
 
 
-def ddim_sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Sequence[int], *,
-                     steps: int | None = None, timesteps: Sequence[int] | None = None,
-                     eta: float = 0.0, x_T: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                     dtype: torch.dtype = torch.float32, clip_denoised: bool | float = True,
-                     progress: bool = True) -> torch.Tensor:
+def ddpm_sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Sequence[int],
+                     **kwargs) -> torch.Tensor:
+    """The final sample x_0 of :func:`ddpm_sample_loop_progressive` (same keyword arguments)."""
+    return _final_sample(ddpm_sample_loop_progressive(diffusion, model_fn, shape, **kwargs))
+
+
+def ddim_sample_loop_progressive(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Sequence[int], *,
+                                 steps: int | None = None, timesteps: Sequence[int] | None = None,
+                                 eta: float = 0.0, x_T: torch.Tensor | None = None,
+                                 generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                                 dtype: torch.dtype = torch.float32, clip_denoised: bool | float = True,
+                                 progress: bool = True) -> Iterator[SampleStep]:
     """DDIM sampling (Song et al. 2021, eq. 12) over ``steps`` strided steps or explicit
-    ``timesteps``, from the largest down to x_0. With η > 0 noise is drawn every step."""
+    ``timesteps``, from the largest down to x_0, yielding a :class:`SampleStep` after each one.
+    With η > 0 noise is drawn every step. Arguments are checked at the first ``next()``."""
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     ts = _check_timesteps(diffusion, steps, timesteps)
@@ -145,8 +172,15 @@ def ddim_sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Seq
         t_prev = ts[i - 1] if i > 0 else -1
         noise = _randn(x.shape, generator, x.device, x.dtype) if eta > 0 else None
         out = model_fn(x, diffusion.model_timesteps(t))
-        x = ddim_step(diffusion, out, x, t, t_prev, eta, noise, clip_denoised).prev_sample
-    return x
+        step = ddim_step(diffusion, out, x, t, t_prev, eta, noise, clip_denoised)
+        x = step.prev_sample
+        yield SampleStep(int(diffusion.timestep_map[ts[i]]), x, step.pred_x0)
+
+
+def ddim_sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Sequence[int],
+                     **kwargs) -> torch.Tensor:
+    """The final sample x_0 of :func:`ddim_sample_loop_progressive` (same keyword arguments)."""
+    return _final_sample(ddim_sample_loop_progressive(diffusion, model_fn, shape, **kwargs))
 
 
 def sample(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Sequence[int],

@@ -9,7 +9,7 @@ import torch
 
 from unclip_lite.data import shapes
 from unclip_lite.exercises.core import Case, Exercise, seeded
-from unclip_lite.tokenizer import CompactVocab, pack_tokens
+from unclip_lite.tokenizer import CompactVocab, get_tokenizer, pack_tokens
 
 
 # --- 1. An anti-aliased circle -----------------------------------------------------------
@@ -80,8 +80,6 @@ def to_compact(tokens: torch.Tensor, clip_ids: list[int]) -> torch.Tensor:
 
 
 def _compact_cases():
-    from unclip_lite.tokenizer import get_tokenizer
-
     tok = get_tokenizer()
     corpus = shapes.captions(shapes.sample_scenes(50, 0, split="all"), 0)
     clip_ids = sorted({i for text in corpus for i in tok.encode(text)})

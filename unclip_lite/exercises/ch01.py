@@ -7,6 +7,7 @@ from einops import rearrange
 
 from unclip_lite.clip.loss import contrastive_logits
 from unclip_lite.exercises.core import Case, Exercise, seeded
+from unclip_lite.tokenizer import get_tokenizer
 
 
 # --- 1. Cutting an image into patches ----------------------------------------------------
@@ -58,8 +59,6 @@ def eot_pool(features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def _pool_cases():
     g = seeded(2)
-    from unclip_lite.tokenizer import get_tokenizer
-
     tokens = get_tokenizer()(["a red circle", "the star is yellow and large", ""], context_length=12)
     yield Case((torch.randn(3, 12, 4, generator=g), tokens), name="real captions")
     tokens = torch.randint(1, 100, (5, 7), generator=g)

@@ -27,7 +27,9 @@ def gradient_guided_eps(eps: torch.Tensor, grad: torch.Tensor, sqrt_one_minus_ab
     """Reference: ε̂ = ε − √(1−ᾱ_t) · s · ∇ log p(y | x_t) (Dhariwal & Nichol 2021, Algorithm 2;
     GLIDE's CLIP guidance). ``eps``, ``grad`` [B, C, H, W]; ``sqrt_one_minus_ab`` [B], one per image."""
     B = len(eps)
-    diffusion = SimpleNamespace(parameterization="eps", sqrt_one_minus_alphas_cumprod=sqrt_one_minus_ab)
+    # an ε-model: its output is already ε̂, so both conversions are the identity
+    diffusion = SimpleNamespace(parameterization="eps", sqrt_one_minus_alphas_cumprod=sqrt_one_minus_ab,
+                                eps_from_output=lambda x, t, out: out, output_from_eps=lambda x, t, eps: eps)
     # a log-probability whose gradient with respect to x is exactly ``grad``: Σ x · grad
     log_prob = lambda x, t: (x * grad.to(x)).flatten(1).sum(1)  # noqa: E731
     guided = gradient_guidance(diffusion, lambda x, t: eps, log_prob, scale)

@@ -20,8 +20,11 @@ from unclip_lite.bundle import Bundle
 from unclip_lite.checkpoints import load_state_into
 from unclip_lite.diffusion import SAMPLERS, GaussianDiffusion, sample
 from unclip_lite.diffusion.config import DiffusionConfig
+from unclip_lite.diffusion.guidance import MAX_GRADIENT_SCALE, check_guidance_scale, gradient_guidance
 from unclip_lite.glide.guidance import classifier_free_guidance
+from unclip_lite.glide.inpaint import check_inpaint_inputs, inpaint_channels, paste_known, paste_result
 from unclip_lite.glide.text2im import Text2Im, Text2ImConfig, encode_prompts
+from unclip_lite.glide.upsample import check_low_res, upsample_channels
 from unclip_lite.hardware import autocast, resolve_precision
 from unclip_lite.tokenizer import CompactVocab
 
@@ -86,9 +89,6 @@ class GlideBundle(Bundle):
     def conditioning_inputs(self, n: int, inpaint=None, low_res=None):
         """``(extra [n, E, R, R] or None, (image, mask) to paste back or None)`` in the model's
         [-1, 1] scale, from ``inpaint=(image, mask)`` or ``low_res`` images in [0, 1]."""
-        from unclip_lite.glide.inpaint import check_inpaint_inputs, inpaint_channels
-        from unclip_lite.glide.upsample import check_low_res, upsample_channels
-
         kind = {"text": "text-to-image", "inpaint": "inpainting", "low_res": "upsampling"}.get(self.conditioning,
                                                                                            "unknown")
         given = {"inpainting": inpaint is not None, "upsampling": low_res is not None}
@@ -140,8 +140,6 @@ class GlideBundle(Bundle):
         :func:`~unclip_lite.clip.noised.clip_guide`, :func:`~unclip_lite.glide.guide_recipes.classifier_guide`). With
         ``guidance=0`` the text-to-image model is unconditional and the guide alone steers.
         """
-        from unclip_lite.diffusion.guidance import MAX_GRADIENT_SCALE, check_guidance_scale, gradient_guidance
-        from unclip_lite.glide.inpaint import paste_known, paste_result
 
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if guide is not None:

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import torch
 
+from unclip_lite.checkpoints import load_checkpoint
 from unclip_lite.clip.recipes import shapes_vocab
 from unclip_lite.data import shapes
 from unclip_lite.glide.bundle import DiffusionConfig, GlideBundle
+from unclip_lite.glide.inpaint import inpaint_channels, random_masks
 from unclip_lite.glide.text2im import Text2Im, drop_captions, get_text2im_config
+from unclip_lite.glide.upsample import degrade, upsample_channels
 from unclip_lite.train import TrainConfig, Trainer
 
 
@@ -120,9 +123,6 @@ def glide_batches(bundle: GlideBundle, data: GlideData, p_uncond: float | None =
     Caption dropout, masks and blur are drawn from a generator seeded by the batch index, so
     a resumed run sees exactly the batches an uninterrupted one would have.
     """
-    from unclip_lite.glide.inpaint import inpaint_channels, random_masks
-    from unclip_lite.glide.upsample import degrade, upsample_channels
-
     stream = shapes.ShapesStream(data.batch_size, bundle.image_size, seed=data.seed,
                                  two_object_fraction=data.two_object_fraction)
     p = bundle.model.config.p_uncond if p_uncond is None else p_uncond
@@ -168,7 +168,6 @@ def train_shapes_glide(recipe: GlideRecipe | None = None, out_dir: str | Path | 
     recipe = recipe or GlideRecipe()
     bundle = new_glide(recipe.model, recipe.diffusion, recipe.train.seed)
     if recipe.init_from:  # resume() below replaces these weights if a training state exists
-        from unclip_lite.checkpoints import load_checkpoint
 
         base = load_checkpoint(recipe.init_from, kind="glide")
         warm_start(bundle.model, {k: v.float() for k, v in base.state_dict.items()})
