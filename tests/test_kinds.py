@@ -7,7 +7,6 @@ import torch
 
 from unclip_lite import cli
 from unclip_lite.glide.recipes import GlideRecipe
-from unclip_lite.judge import JudgeRecipe
 from unclip_lite.kinds import KINDS, get_kind, kind_of, load_bundle
 from unclip_lite.utils import override_fields
 

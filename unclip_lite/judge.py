@@ -226,6 +226,27 @@ def grade(judge: ShapesJudge, images: torch.Tensor, scenes: shapes.Scenes) -> di
     return ok
 
 
+def reads_as(judge: ShapesJudge, images: torch.Tensor, caption: str) -> torch.Tensor:
+    """``[N]`` bool: the judge reads each image as exactly ``caption`` — one object of its colour
+    and shape, or two objects with their colours, shapes and relation (in canonical form)."""
+    want, seen = shapes.parse_caption(caption), judge_scenes(judge, images)
+    objects = want["objects"]
+    if any("colour" not in o or "shape" not in o for o in objects):
+        raise ValueError(f"reads_as needs a colour and a shape for every object, got {caption!r}")
+    if len(objects) == 1:
+        return ((seen["n_objects"] == 1) & (seen["colour"] == shapes.colour_index(objects[0]["colour"]))
+                & (seen["shape"] == shapes.shape_index(objects[0]["shape"])))
+    a, b = objects
+    relation = want["relation"]
+    flipped = {"to the right of": "to the left of", "below": "above"}
+    if relation in flipped:  # the judge names the left / top object A: "x right of y" is "y left of x"
+        a, b, relation = b, a, flipped[relation]
+    ok = (seen["n_objects"] == 2) & (seen["relation"] == shapes.RELATION_NAMES.index(relation))
+    for k, obj in (("a", a), ("b", b)):
+        ok &= (seen[f"{k}_colour"] == shapes.colour_index(obj["colour"])) & (seen[f"{k}_shape"] == shapes.shape_index(obj["shape"]))
+    return ok
+
+
 def evaluate_judge(judge: ShapesJudge, n: int = 2000, seed: int = 1, noise: float = 0.1) -> dict:
     """Accuracy on fresh clean renders (``n`` per set, seeds apart from training's).
 

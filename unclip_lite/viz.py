@@ -88,3 +88,45 @@ def show_matrix(matrix: torch.Tensor, row_labels: Sequence[str], col_labels: Seq
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def png_bytes(images: torch.Tensor, zoom: int = 4) -> bytes:
+    """``[N, 3, H, W]`` images in [0, 1] as one PNG row, enlarged ``zoom``× with nearest
+    neighbours (crisp pixels): what an ``ipywidgets.Image`` slider shows."""
+    import io
+
+    from PIL import Image
+
+    grid = image_grid(images, nrow=len(images))  # [3, H', W']
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    picture = Image.fromarray(array).resize((array.shape[1] * zoom, array.shape[0] * zoom), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def show_rows(rows: Sequence, row_labels: Sequence[str], col_labels: Sequence[str], title: str | None = None,
+              scale: float = 1.5, wrap: int = 20):
+    """One figure row per entry of ``rows`` (each ``[N, 3, H, W]`` in [0, 1], or a list of
+    ``[3, H, W]``), columns titled by ``col_labels`` (wrapped at ``wrap`` characters unless
+    they hold their own line breaks), rows by ``row_labels``. Returns the figure."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), len(col_labels), squeeze=False,
+                             figsize=(scale * len(col_labels) + 0.6, scale * len(rows) + 0.5))
+    for r, images in enumerate(rows):
+        for c, label in enumerate(col_labels):
+            ax = axes[r, c]
+            ax.imshow(images[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(label if "\n" in label else "\n".join(textwrap.wrap(label, wrap)), fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

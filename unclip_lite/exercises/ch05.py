@@ -32,6 +32,9 @@ class _FixedOutput:
     def empty_tokens(self, batch, device=None):
         return empty_tokens(batch, 4, device)
 
+    def null_conditioning(self, tokens):
+        return {"tokens": self.empty_tokens(len(tokens), tokens.device)}
+
 
 def _guide(out: torch.Tensor, scale: float, channels: int) -> torch.Tensor:
     """Run the package's classifier_free_guidance on a network whose batched output is ``out``."""

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from unclip_lite.glide.bundle import GlideBundle
+from unclip_lite.glide.inpaint import box_mask
 
 
 def read_images(path: str, size: int, n: int):
@@ -30,17 +31,18 @@ def read_images(path: str, size: int, n: int):
     return torch.stack(tiles)
 
 
-def hole_mask(spec: str, size: int, n: int):
+def hole_mask(spec: str, size: int, n: int) -> torch.Tensor:
     """A mask [n, 1, size, size] (1 = keep) that erases the pixel box "left,top,right,bottom"."""
     try:
-        left, top, right, bottom = (int(v) for v in spec.split(","))
+        box = tuple(int(v) for v in spec.split(","))
     except ValueError:
         raise ValueError(f"--hole must be four integers left,top,right,bottom in pixels, got {spec!r}") from None
-    if not 0 <= left < right <= size or not 0 <= top < bottom <= size:
-        raise ValueError(f"--hole {spec!r} must lie inside the {size} px image with left < right, top < bottom")
-    mask = torch.ones(n, 1, size, size)
-    mask[:, :, top:bottom, left:right] = 0
-    return mask
+    if len(box) != 4:
+        raise ValueError(f"--hole must be four integers left,top,right,bottom in pixels, got {spec!r}")
+    try:
+        return box_mask(box, size, n)
+    except ValueError as err:
+        raise ValueError(f"--hole {spec!r}: {err}") from None
 
 
 def sample_from_args(bundle: GlideBundle, args, load_guide: Callable) -> torch.Tensor:

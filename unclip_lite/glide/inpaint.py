@@ -13,6 +13,7 @@ back exactly as they went in.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -41,6 +42,25 @@ def inpaint_channels(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The 4 extra input channels image · mask ⊕ mask: ``[B, 4, H, W]``."""
     mask = check_inpaint_inputs(image, mask)
     return torch.cat([image * mask, mask], dim=1)
+
+
+def box_mask(box: tuple[int, int, int, int], size: int, n: int = 1) -> torch.Tensor:
+    """A mask ``[n, 1, size, size]`` (1 = keep) with the pixel box ``(left, top, right, bottom)``
+    erased: columns left..right-1 and rows top..bottom-1."""
+    left, top, right, bottom = (int(v) for v in box)
+    if not 0 <= left < right <= size or not 0 <= top < bottom <= size:
+        raise ValueError(f"box {tuple(box)} must lie inside the {size} px image with left < right, top < bottom")
+    mask = torch.ones(n, 1, size, size)
+    mask[:, :, top:bottom, left:right] = 0
+    return mask
+
+
+def object_box(x: float, y: float, radius: float, size: int, pad: int = 2) -> tuple[int, int, int, int]:
+    """The pixel box around an object at (x, y) with ``radius`` (all in [0, 1] image units, as
+    :class:`~unclip_lite.data.shapes.Scenes` stores them), padded by ``pad`` pixels, clipped."""
+    x, y, r = x * size, y * size, radius * size
+    return (max(0, math.floor(x - r) - pad), max(0, math.floor(y - r) - pad),
+            min(size, math.ceil(x + r) + pad), min(size, math.ceil(y + r) + pad))
 
 
 def random_masks(n: int, size: int, generator: torch.Generator | None = None,

@@ -222,5 +222,9 @@ class Text2Im(nn.Module):
         device = device if device is not None else self.text.positional_embedding.device
         return empty_tokens(batch, self.config.context_length, device)
 
+    def null_conditioning(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """∅ for classifier-free guidance: the empty caption, as trained with caption dropout."""
+        return {"tokens": self.empty_tokens(len(tokens), tokens.device)}
+
     def drop_captions(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return drop_captions(tokens, self.config.p_uncond, generator)
