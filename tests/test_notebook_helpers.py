@@ -43,7 +43,7 @@ def test_box_mask_erases_exactly_the_box_and_refuses_boxes_outside():
 
 def test_object_box_covers_the_rendered_object():
     scenes = shapes.make_scenes("red", "square", position="top left")
-    box = object_box(float(scenes.x[0, 0]), float(scenes.y[0, 0]), float(scenes.radius[0, 0]), 32, pad=1)
+    box = object_box(scenes, 0, 32, pad=1)
     image = shapes.render(scenes, 32)
     background = torch.tensor(shapes.BACKGROUND).view(1, 3, 1, 1) / 255
     mask = box_mask(box, 32)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from unclip_lite.data.shapes import Scenes
 from unclip_lite.diffusion import GaussianDiffusion
 
 
@@ -55,10 +56,10 @@ def box_mask(box: tuple[int, int, int, int], size: int, n: int = 1) -> torch.Ten
     return mask
 
 
-def object_box(x: float, y: float, radius: float, size: int, pad: int = 2) -> tuple[int, int, int, int]:
-    """The pixel box around an object at (x, y) with ``radius`` (all in [0, 1] image units, as
-    :class:`~unclip_lite.data.shapes.Scenes` stores them), padded by ``pad`` pixels, clipped."""
-    x, y, r = x * size, y * size, radius * size
+def object_box(scenes: Scenes, k: int = 0, size: int = 32, pad: int = 2) -> tuple[int, int, int, int]:
+    """The pixel box ``(left, top, right, bottom)`` around object ``k`` of the first scene at
+    ``size`` px, padded by ``pad`` pixels and clipped to the image: the hole for an edit."""
+    x, y, r = (float(getattr(scenes, f)[0, k]) * size for f in ("x", "y", "radius"))
     return (max(0, math.floor(x - r) - pad), max(0, math.floor(y - r) - pad),
             min(size, math.ceil(x + r) + pad), min(size, math.ceil(y + r) + pad))
 
