@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: E402
 from diffusers import UNet2DModel  # noqa: E402
 
 from side_by_side import adamw_step, alternate, ratio_line  # noqa: E402
-from unclip_lite.glide import UNet, count_parameters, get_unet_config  # noqa: E402
+from unclip_lite.unet import UNet, count_parameters, get_unet_config  # noqa: E402
 from unclip_lite.hardware import resolve_precision  # noqa: E402
 
 

@@ -10,7 +10,7 @@ from unclip_lite.diffusion.config import DiffusionConfig
 from unclip_lite.glide.bundle import GlideBundle
 from unclip_lite.glide.classifier import ClassifierConfig, NoisedClassifier
 from unclip_lite.glide.text2im import Text2Im, Text2ImConfig
-from unclip_lite.glide.unet import UNetConfig
+from unclip_lite.unet import UNetConfig
 
 
 @torch.no_grad()

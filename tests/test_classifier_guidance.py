@@ -8,7 +8,7 @@ from unclip_lite.diffusion import GaussianDiffusion
 from unclip_lite.diffusion.guidance import gradient_guidance
 from unclip_lite.glide.classifier import (CLASSIFIER_CONFIGS, ClassifierConfig, NoisedClassifier,
                                           get_classifier_config)
-from unclip_lite.glide.unet import UNet, count_parameters
+from unclip_lite.unet import UNet, count_parameters
 
 
 def toy_model(x, t):

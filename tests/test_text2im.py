@@ -10,7 +10,7 @@ from unclip_lite.diffusion import GaussianDiffusion, sample
 from unclip_lite.glide.guidance import classifier_free_guidance
 from unclip_lite.glide.text2im import (EOT, PAD, SOT, TEXT2IM_CONFIGS, Text2Im, Text2ImConfig, drop_captions,
                                        empty_tokens, encode_prompts, get_text2im_config)
-from unclip_lite.glide.unet import UNetConfig, count_parameters
+from unclip_lite.unet import UNetConfig, count_parameters
 from unclip_lite.tokenizer import PromptTooLongError
 
 VOCAB, CTX, W = 12, 8, 32

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from unclip_lite.diffusion import GaussianDiffusion
-from unclip_lite.glide import (UNET_CONFIGS, AttentionBlock, UNet, UNetConfig, count_parameters, get_unet_config,
+from unclip_lite.unet import (UNET_CONFIGS, AttentionBlock, UNet, UNetConfig, count_parameters, get_unet_config,
                                timestep_embedding)
 
 

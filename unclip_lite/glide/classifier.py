@@ -1,7 +1,7 @@
 """ADM's noised classifier (Dhariwal & Nichol 2021, §4.1): the U-Net's down half and middle
 block, then attention pooling, trained to read labels off noisy images x_t at any timestep.
 
-It is the same :class:`~.unet.UNet` built ``encoder_only`` (no decoder, no output conv), and
+It is the same :class:`~unclip_lite.unet.UNet` built ``encoder_only`` (no decoder, no output conv), and
 the same attention pool CLIP's ResNet uses (:class:`~unclip_lite.clip.vision.AttentionPool2d`).
 On Shapes it predicts each attribute with its own head, so guiding toward "a red star" is
 log p(colour = red | x_t) + log p(shape = star | x_t)::
@@ -21,7 +21,7 @@ from unclip_lite.bundle import Bundle
 from unclip_lite.checkpoints import load_state_into
 from unclip_lite.clip.vision import AttentionPool2d
 from unclip_lite.diffusion.config import DiffusionConfig
-from unclip_lite.glide.unet import UNet, UNetConfig, group_norm
+from unclip_lite.unet import UNet, UNetConfig, group_norm
 from unclip_lite.utils import config_from_dict
 
 

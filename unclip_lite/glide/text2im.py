@@ -20,9 +20,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from unclip_lite.glide.unet import UNet, UNetConfig, get_unet_config
 from unclip_lite.nn import LayerNorm, Transformer
 from unclip_lite.tokenizer import CompactVocab, PromptTooLongError
+from unclip_lite.unet import UNet, UNetConfig, get_unet_config
 from unclip_lite.utils import config_from_dict
 
 PAD, SOT, EOT = CompactVocab.PAD, CompactVocab.SOT, CompactVocab.EOT

@@ -1,6 +1,8 @@
 """The ADM U-Net (Dhariwal & Nichol 2021, "Diffusion Models Beat GANs", §3) with GLIDE's text hooks.
 
-One network serves every diffusion model of the course; only :class:`UNetConfig` changes::
+One network serves every diffusion model of the course — chapter 04's unconditional model,
+GLIDE and its inpainting and upsampling variants, ADM's noised classifier (its down half), and
+unCLIP's decoder; only :class:`UNetConfig` changes::
 
     x [B, C, H, W] --conv--> input blocks (ResBlock [+ Attention])*n, Downsample  ... per level
                              middle: ResBlock, Attention, ResBlock
