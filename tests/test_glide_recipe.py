@@ -242,7 +242,9 @@ def test_cli_eval_record_stores_the_metrics_in_the_manifest_and_keeps_the_weight
 def tiny_variant(extra_channels: int, image_size: int = 32) -> GlideBundle:
     bundle = tiny_bundle(image_size=image_size)
     cfg = bundle.model.config
+    cfg.conditioning = {0: "text", 4: "inpaint", 3: "low_res"}[extra_channels]
     cfg.unet.in_channels = 3 + extra_channels
+    cfg.low_res_size = image_size // 2 if extra_channels == 3 else None
     torch.manual_seed(1)
     model = Text2Im(cfg).eval()
     unzero_(model)

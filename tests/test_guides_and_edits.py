@@ -27,7 +27,9 @@ from unclip_lite.glide.text2im import Text2Im, Text2ImConfig
 
 def variant(base: GlideBundle, extra_channels: int, image_size: int = 32) -> GlideBundle:
     cfg = Text2ImConfig.from_dict(base.model.config.to_dict())
+    cfg.conditioning = {0: "text", 4: "inpaint", 3: "low_res"}[extra_channels]
     cfg.unet.in_channels, cfg.unet.image_size = 3 + extra_channels, image_size
+    cfg.low_res_size = image_size // 2 if extra_channels == 3 else None
     torch.manual_seed(1)
     model = Text2Im(cfg).eval()
     unzero_(model)
@@ -190,7 +192,6 @@ def test_inpainting_evaluation_keeps_pixels_and_scores_true_renders_well():
 
 def test_upsampler_evaluation_compares_with_bicubic_on_the_same_inputs():
     bundle = variant(tiny_bundle(), 3, image_size=32)
-    bundle.extra = {"recipe": {"data": {"low_res_size": 16}}}
     m = evaluate.evaluate_upsampler(bundle, n=4, respacing="ddim3", progress=False)
     assert m["n"] == 4 and m["low_res_size"] == 16
     assert m["psnr_bicubic"] > 20 and math.isfinite(m["psnr_upsampler"])
@@ -202,7 +203,6 @@ def test_upsampler_evaluation_compares_with_bicubic_on_the_same_inputs():
 def files(tmp_path):
     base = tiny_bundle()
     inpaint, upsample = variant(base, 4), variant(base, 3, image_size=32)
-    upsample.extra = {"recipe": {"data": {"low_res_size": 16}}}
     clf = ClassifierBundle(tiny_classifier())
     return {"base": str(base.save(tmp_path / "base.safetensors")),
             "base16": str(tiny_bundle(image_size=16).save(tmp_path / "base16.safetensors")),

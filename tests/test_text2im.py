@@ -114,7 +114,7 @@ def test_extra_channels_reach_the_unet_and_guidance_passes_them_to_both_halves()
     """An inpainting-shaped model (3 + 4 input channels): the extra channels change the output,
     and guided output equals the naive two-pass computation with the same extra channels."""
     cfg = tiny_config()
-    cfg.unet.in_channels = 7
+    cfg.unet.in_channels, cfg.conditioning = 7, "inpaint"
     torch.manual_seed(0)
     model = Text2Im(cfg).eval()
     unzero_(model)
@@ -243,3 +243,39 @@ def test_inpainting_and_upsampling_presets_on_meta_have_the_expected_sizes():
     assert paper.config.text_width == w and paper.config.text_layers == layers
     assert 1.40e9 < count_parameters(paper) < 1.55e9
     assert abs(count_parameters(paper.text) - blocks) < 0.25 * blocks
+
+
+def test_models_declare_their_conditioning_and_build_their_own_inputs():
+    """The config says what the model reads; channel counts that disagree are refused, and the
+    model turns named inputs into the channels it reads (glide-text2im's Inpaint/SuperRes models)."""
+    cfg = tiny_config()
+    with pytest.raises(ValueError, match="'inpaint' model reads 7 input channels"):
+        Text2ImConfig.from_dict({**cfg.to_dict(), "conditioning": "inpaint"})
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        Text2ImConfig.from_dict({**cfg.to_dict(), "conditioning": "depth"})
+    cfg.unet.in_channels, cfg.conditioning, cfg.low_res_size = 6, "low_res", 8
+    torch.manual_seed(0)
+    model = Text2Im(cfg).eval()
+    unzero_(model)
+    low = torch.rand(2, 3, 8, 8) * 2 - 1
+    extra = model.extra_inputs(2, low_res=low)  # [2, 3, 16, 16]: the low-res image, upsampled
+    assert extra.shape == (2, 3, 16, 16)
+    with pytest.raises(ValueError, match="inpaint given, but this is an upsampler"):
+        model.extra_inputs(2, inpaint=(torch.zeros(2, 3, 16, 16), torch.ones(2, 1, 16, 16)))
+    with pytest.raises(ValueError, match="this is an upsampler: pass low_res"):
+        model.extra_inputs(2)
+    with pytest.raises(ValueError):
+        model.extra_inputs(2, low_res=torch.zeros(2, 3, 4, 4))  # not the declared 8 px
+    cfg.unet.in_channels = 7  # edited after the fact: checked again when a model is built
+    with pytest.raises(ValueError, match="'low_res' model reads 6"):
+        Text2Im(cfg)
+
+
+def test_shipped_checkpoints_made_before_the_declaration_load_with_it():
+    from unclip_lite.glide.bundle import load_glide
+
+    assert load_glide("glide-shapes-tiny").conditioning == "text"
+    inpaint, upsample = load_glide("glide-inpaint-shapes-tiny"), load_glide("glide-upsample-shapes-tiny")
+    assert inpaint.conditioning == "inpaint" and inpaint.low_res_size is None
+    assert (upsample.conditioning, upsample.low_res_size, upsample.image_size) == ("low_res", 32, 64)
+    assert upsample.config_dict()["text2im"]["conditioning"] == "low_res"  # and a re-save declares it

@@ -22,9 +22,8 @@ from unclip_lite.diffusion import SAMPLERS, GaussianDiffusion, sample
 from unclip_lite.diffusion.config import DiffusionConfig
 from unclip_lite.diffusion.guidance import MAX_GRADIENT_SCALE, check_guidance_scale, gradient_guidance
 from unclip_lite.glide.guidance import classifier_free_guidance
-from unclip_lite.glide.inpaint import check_inpaint_inputs, inpaint_channels, paste_known, paste_result
-from unclip_lite.glide.text2im import Text2Im, Text2ImConfig, encode_prompts
-from unclip_lite.glide.upsample import check_low_res, upsample_channels
+from unclip_lite.glide.inpaint import check_inpaint_inputs, paste_known, paste_result
+from unclip_lite.glide.text2im import EXTRA_CHANNELS, Text2Im, Text2ImConfig, encode_prompts
 from unclip_lite.hardware import autocast, resolve_precision
 from unclip_lite.tokenizer import CompactVocab
 
@@ -70,51 +69,31 @@ class GlideBundle(Bundle):
             raise ValueError(f"bad respacing {respacing!r}: {err}") from None
 
     @property
+    def conditioning(self) -> str:
+        """What the model reads besides x_t and the caption, as its config declares it:
+        ``"text"`` (nothing more), ``"inpaint"`` (image·mask ⊕ mask) or ``"low_res"`` (an upsampler's input)."""
+        return self.model.config.conditioning
+
+    @property
     def extra_channels(self) -> int:
         """Input channels beyond x_t: 0 (text-to-image), 4 (inpainting), 3 (upsampling)."""
-        return self.model.config.unet.in_channels - self.model.config.unet.out_channels
+        return EXTRA_CHANNELS[self.conditioning]
 
     @property
-    def conditioning(self) -> str:
-        """What the model reads besides x_t and the caption: ``"text"`` (nothing more),
-        ``"inpaint"`` (image·mask ⊕ mask) or ``"low_res"`` (an upsampler's input)."""
-        # TODO(issue 10, item 4): declared in the model's config instead of read off its channel count
-        return {0: "text", 4: "inpaint", 3: "low_res"}.get(self.extra_channels, "unknown")
-
-    @property
-    def low_res_size(self) -> int:
-        """An upsampler's input size: the one it was trained on (its recipe), else half its output."""
-        return self.extra.get("recipe", {}).get("data", {}).get("low_res_size", self.image_size // 2)
+    def low_res_size(self) -> int | None:
+        """An upsampler's input side, as its config declares it (None for other models)."""
+        return self.model.config.low_res_size
 
     def conditioning_inputs(self, n: int, inpaint=None, low_res=None):
         """``(extra [n, E, R, R] or None, (image, mask) to paste back or None)`` in the model's
         [-1, 1] scale, from ``inpaint=(image, mask)`` or ``low_res`` images in [0, 1]."""
-        kind = {"text": "text-to-image", "inpaint": "inpainting", "low_res": "upsampling"}.get(self.conditioning,
-                                                                                           "unknown")
-        given = {"inpainting": inpaint is not None, "upsampling": low_res is not None}
-        for name, present in given.items():
-            if present and kind != name:
-                raise ValueError(f"{'inpaint' if name == 'inpainting' else 'low_res'} given, but this is a "
-                                 f"{kind} model")
-        if kind == "inpainting":
-            if inpaint is None:
-                raise ValueError("this is an inpainting model: pass inpaint=(image, mask), image [N, 3, R, R] "
-                                 "in [0, 1], mask [N, 1, R, R] with 1 = keep, 0 = fill")
+        if inpaint is not None:
             image, mask = inpaint
-            image = image.to(self.device) * 2 - 1
-            mask = check_inpaint_inputs(image, mask.to(self.device))
-            if len(image) != n or image.shape[-1] != self.image_size:
-                raise ValueError(f"expected {n} images of {self.image_size} px to inpaint, got {tuple(image.shape)}")
-            return inpaint_channels(image, mask), (image, mask)
-        if kind == "upsampling":
-            if low_res is None:
-                raise ValueError("this is an upsampler: pass low_res images [N, 3, s, s] in [0, 1]")
-            low = low_res.to(self.device) * 2 - 1
-            check_low_res(low, self.low_res_size)
-            if len(low) != n:
-                raise ValueError(f"expected {n} low-res images, one per prompt, got {len(low)}")
-            return upsample_channels(low, self.image_size), None
-        return None, None
+            inpaint = (image.to(self.device) * 2 - 1, mask.to(self.device))
+        low_res = None if low_res is None else low_res.to(self.device) * 2 - 1
+        extra = self.model.extra_inputs(n, inpaint=inpaint, low_res=low_res)
+        known = None if inpaint is None else (inpaint[0], check_inpaint_inputs(*inpaint))
+        return extra, known
 
     @torch.no_grad()
     def sample(self, prompts: str | Sequence[str], guidance: float = 3.0, sampler: str = "ddim",
@@ -190,11 +169,26 @@ class GlideBundle(Bundle):
 
     @classmethod
     def from_config(cls, config: dict, state_dict: dict | None = None, source: str = "checkpoint") -> GlideBundle:
-        model = Text2Im(Text2ImConfig.from_dict(config["text2im"]))
+        model = Text2Im(Text2ImConfig.from_dict(_declared(config)))
         if state_dict is not None:
             load_state_into(model, state_dict, source=source)
         return cls(model.eval(), CompactVocab.from_dict(config["vocab"]), DiffusionConfig(**config["diffusion"]),
                    config.get("extra", {}))
+
+
+def _declared(config: dict) -> dict:
+    """The Text2Im config of a checkpoint, with ``conditioning`` and ``low_res_size`` filled in for
+    checkpoints saved before models declared them (every one shipped before this field existed):
+    read off the channel count and the training recipe, once, here."""
+    text2im = dict(config["text2im"])
+    if "conditioning" not in text2im:
+        unet = text2im["unet"]
+        extra = unet["in_channels"] - unet.get("out_channels", 3)
+        text2im["conditioning"] = {v: k for k, v in EXTRA_CHANNELS.items()}[extra]
+        if text2im["conditioning"] == "low_res":
+            recipe_data = config.get("extra", {}).get("recipe", {}).get("data", {})
+            text2im["low_res_size"] = recipe_data.get("low_res_size", unet["image_size"] // 2)
+    return text2im
 
 
 def load_glide(name_or_path: str | Path, device: str | torch.device | None = None) -> GlideBundle:

@@ -32,7 +32,6 @@ class GlideData:
     two_object_fraction: float = 0.25  # scenes with a relation, for the binding test
     seed: int = 0
     mask_fill_all: float = 0.1  # inpainting models: share of masks that erase the whole image
-    low_res_size: int = 32      # upsamplers: the low-res input size
     low_res_blur: float = 0.6   # upsamplers: the largest Gaussian blur σ of the low-res input (its pixels)
 
 
@@ -137,7 +136,7 @@ def glide_batches(bundle: GlideBundle, data: GlideData, p_uncond: float | None =
             masks = random_masks(len(x0), bundle.image_size, gen, fill_all=data.mask_fill_all)
             return x0[mine], tokens[mine], inpaint_channels(x0, masks)[mine]
         if bundle.conditioning == "low_res":
-            low = degrade(x0, data.low_res_size, data.low_res_blur, gen)
+            low = degrade(x0, bundle.low_res_size, data.low_res_blur, gen)  # the size the model declares
             return x0[mine], tokens[mine], upsample_channels(low, bundle.image_size)[mine]
         return x0[mine], tokens[mine]
 

@@ -20,12 +20,19 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from unclip_lite.glide.inpaint import inpaint_channels
+from unclip_lite.glide.upsample import check_low_res, upsample_channels
 from unclip_lite.nn import LayerNorm, Transformer
 from unclip_lite.tokenizer import CompactVocab, PromptTooLongError
 from unclip_lite.unet import UNet, UNetConfig, get_unet_config
 from unclip_lite.utils import config_from_dict
 
 PAD, SOT, EOT = CompactVocab.PAD, CompactVocab.SOT, CompactVocab.EOT
+# What a model reads besides x_t and the caption, and how many input channels that adds:
+# GLIDE's text-to-image model, its inpainting model (image·mask ⊕ mask, §3.3) and its
+# upsampler (the low-res image, upsampled, §4) — glide-text2im's Text2ImUNet,
+# InpaintText2ImUNet and SuperResText2ImUNet.
+EXTRA_CHANNELS = {"text": 0, "inpaint": 4, "low_res": 3}
 
 
 @dataclass
@@ -40,10 +47,23 @@ class Text2ImConfig:
     text_layers: int = 4
     text_heads: int = 4
     p_uncond: float = 0.2  # probability of training on the empty caption (GLIDE §2.4: 20%)
+    conditioning: str = "text"  # "text", "inpaint" or "low_res": see EXTRA_CHANNELS
+    low_res_size: int | None = None  # "low_res" models: the side of the low-res input they read
 
     def __post_init__(self):
         if isinstance(self.unet, dict):
             self.unet = UNetConfig.from_dict(self.unet)
+        if self.conditioning not in EXTRA_CHANNELS:
+            raise ValueError(f"conditioning must be one of {', '.join(EXTRA_CHANNELS)}, got {self.conditioning!r}")
+        expected = self.unet.out_channels + EXTRA_CHANNELS[self.conditioning]
+        if self.unet.in_channels != expected:
+            raise ValueError(f"a {self.conditioning!r} model reads {expected} input channels (x_t and "
+                             f"{EXTRA_CHANNELS[self.conditioning]} more), but unet.in_channels = {self.unet.in_channels}")
+        if (self.conditioning == "low_res") != (self.low_res_size is not None):
+            raise ValueError("low_res_size is set exactly for 'low_res' models (the upsampler's input side), "
+                             f"got {self.low_res_size!r} for {self.conditioning!r}")
+        if self.low_res_size is not None and not 0 < self.low_res_size < self.unet.image_size:
+            raise ValueError(f"low_res_size must be in (0, {self.unet.image_size}), got {self.low_res_size}")
         for name in ("context_length", "text_width", "text_layers", "text_heads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"Text2ImConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -70,12 +90,12 @@ class Text2ImConfig:
         return config_from_dict(cls, {**d, "unet": UNetConfig.from_dict(dict(d["unet"]))})
 
 
-def _with_text(unet: str | UNetConfig, width: int, in_channels: int = 3) -> UNetConfig:
-    """A U-Net preset (or config) that reads text of ``width`` and ``in_channels`` input channels
-    (3 + 4 for inpainting: image·mask ⊕ mask; 3 + 3 for upsampling: the upsampled low-res image)."""
+def _with_text(unet: str | UNetConfig, width: int, conditioning: str = "text") -> UNetConfig:
+    """A U-Net preset (or config) that reads text of ``width`` and the input channels of
+    ``conditioning`` (3 + 4 for inpainting: image·mask ⊕ mask; 3 + 3 for upsampling)."""
     cfg = get_unet_config(unet) if isinstance(unet, str) else unet
     cfg.encoder_channels = cfg.cond_dim = width
-    cfg.in_channels = in_channels
+    cfg.in_channels = cfg.out_channels + EXTRA_CHANNELS[conditioning]
     return cfg
 
 
@@ -106,15 +126,20 @@ TEXT2IM_CONFIGS: dict[str, Text2ImConfig] = {
     # the paper's 3.5B model (§4): a 1.2B text transformer of width 2048, 24 blocks
     "glide-base-paper": Text2ImConfig(get_unet_config("glide-base-paper"), 50257, 128, 2048, 24, 32),
     # inpainting (§3.3): the same models reading x_t ⊕ image·mask ⊕ mask
-    "shapes-tiny-inpaint": Text2ImConfig(_with_text("shapes-small", 128, 7), None, 24, 128, 2, 4),
-    "glide-inpaint-released": Text2ImConfig(_with_text("glide-base-released", 512, 7), 50257, 128, 512, 16, 8),
+    "shapes-tiny-inpaint": Text2ImConfig(_with_text("shapes-small", 128, "inpaint"), None, 24, 128, 2, 4,
+                                         conditioning="inpaint"),
+    "glide-inpaint-released": Text2ImConfig(_with_text("glide-base-released", 512, "inpaint"), 50257, 128, 512, 16, 8,
+                                            conditioning="inpaint"),
     # text-conditional upsamplers reading x_t ⊕ bilinear(low res); a smaller text encoder
-    "shapes-tiny-upsample": Text2ImConfig(_with_text(_shapes_upsampler(), 64, 6), None, 24, 64, 1, 2),
-    "glide-upsample-released": Text2ImConfig(_with_text(_released_upsampler(), 512, 6), 50257, 128, 512, 16, 8),
+    "shapes-tiny-upsample": Text2ImConfig(_with_text(_shapes_upsampler(), 64, "low_res"), None, 24, 64, 1, 2,
+                                          conditioning="low_res", low_res_size=32),
+    "glide-upsample-released": Text2ImConfig(_with_text(_released_upsampler(), 512, "low_res"), 50257, 128, 512, 16,
+                                             8, conditioning="low_res", low_res_size=64),
     # the paper's 64 -> 256 upsampler (§4): "1.5 billion parameters", text width 1024 instead of 2048.
     # The paper gives no channel count; 352 channels on the released upsampler's layout make
     # 1.44B in all (1.09B U-Net + 0.35B text transformer of 24 blocks), the nearest fit
-    "glide-upsample-paper": Text2ImConfig(_with_text(_paper_upsampler(), 1024, 6), 50257, 128, 1024, 24, 16),
+    "glide-upsample-paper": Text2ImConfig(_with_text(_paper_upsampler(), 1024, "low_res"), 50257, 128, 1024, 24, 16,
+                                          conditioning="low_res", low_res_size=64),
 }
 
 
@@ -196,6 +221,7 @@ class Text2Im(nn.Module):
         super().__init__()
         if config.vocab_size is None:
             raise ValueError("Text2ImConfig.vocab_size is unset; pass get_text2im_config(name, vocab_size=vocab.size)")
+        config.__post_init__()  # a config edited after it was made is checked again here
         self.config = c = config
         self.text = TextEncoder(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads)
         self.unet = UNet(c.unet)
@@ -217,6 +243,34 @@ class Text2Im(nn.Module):
             x_t = torch.cat([x_t, extra.to(x_t.dtype)], dim=1)  # [B, C + E, H, W]
         xf_out, pooled, mask = self.text(tokens)
         return self.unet(x_t, t, context=xf_out, context_mask=mask, cond=pooled)
+
+    def extra_inputs(self, n: int, inpaint: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     low_res: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The channels this model reads beside x_t, built from named inputs in [-1, 1], checked
+        against the conditioning its config declares: ``inpaint=(image [n, 3, R, R], mask [n, 1,
+        R, R])`` (1 = keep) for an inpainting model, ``low_res`` [n, 3, s, s] for an upsampler,
+        nothing for a text-to-image model. Returns ``[n, E, R, R]`` or None."""
+        kind, size = self.config.conditioning, self.config.unet.image_size
+        names = {"inpaint": "an inpainting model", "low_res": "an upsampler", "text": "a text-to-image model"}
+        for name, value in (("inpaint", inpaint), ("low_res", low_res)):
+            if value is not None and kind != name:
+                raise ValueError(f"{name} given, but this is {names[kind]}")
+        if kind == "inpaint":
+            if inpaint is None:
+                raise ValueError("this is an inpainting model: pass inpaint=(image, mask), image [N, 3, R, R] "
+                                 "in [0, 1], mask [N, 1, R, R] with 1 = keep, 0 = fill")
+            image, mask = inpaint
+            if len(image) != n or image.shape[-1] != size:
+                raise ValueError(f"expected {n} images of {size} px to inpaint, got {tuple(image.shape)}")
+            return inpaint_channels(image, mask)
+        if kind == "low_res":
+            if low_res is None:
+                raise ValueError("this is an upsampler: pass low_res images [N, 3, s, s] in [0, 1]")
+            check_low_res(low_res, self.config.low_res_size)
+            if len(low_res) != n:
+                raise ValueError(f"expected {n} low-res images, one per prompt, got {len(low_res)}")
+            return upsample_channels(low_res, size)
+        return None
 
     def empty_tokens(self, batch: int, device: torch.device | str | None = None) -> torch.LongTensor:
         device = device if device is not None else self.text.positional_embedding.device
