@@ -260,6 +260,12 @@ def test_models_declare_their_conditioning_and_build_their_own_inputs():
     low = torch.rand(2, 3, 8, 8) * 2 - 1
     extra = model.extra_inputs(2, low_res=low)  # [2, 3, 16, 16]: the low-res image, upsampled
     assert extra.shape == (2, 3, 16, 16)
+    x, t, tokens = torch.randn(2, 3, 16, 16), torch.tensor([5, 500]), captions()
+    with torch.no_grad():
+        by_name, built = model(x, t, tokens, low_res=low), model(x, t, tokens, extra=extra)
+        assert torch.equal(by_name, built) and not torch.allclose(by_name, model(x, t, tokens, low_res=-low))
+    with pytest.raises(ValueError, match="not both"):
+        model(x, t, tokens, extra=extra, low_res=low)
     with pytest.raises(ValueError, match="inpaint given, but this is an upsampler"):
         model.extra_inputs(2, inpaint=(torch.zeros(2, 3, 16, 16), torch.ones(2, 1, 16, 16)))
     with pytest.raises(ValueError, match="this is an upsampler: pass low_res"):

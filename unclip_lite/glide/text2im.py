@@ -226,16 +226,23 @@ class Text2Im(nn.Module):
         self.text = TextEncoder(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads)
         self.unet = UNet(c.unet)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
-                extra: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, extra: torch.Tensor | None = None,
+                *, inpaint: tuple[torch.Tensor, torch.Tensor] | None = None,
+                low_res: torch.Tensor | None = None) -> torch.Tensor:
         """U-Net output [B, C (x2 with learn_sigma), H, W] for x_t [B, C, H, W], t [B], tokens [B, L].
 
-        ``extra`` [B, E, H, W] are channels concatenated to x_t, for models whose U-Net has
-        ``in_channels = C + E``: GLIDE's inpainting model reads image·mask ⊕ mask (E = 4), its
-        upsampler the bilinearly upsampled low-resolution image (E = 3).
+        What the model reads beside x_t comes by name — ``inpaint=(image, mask)`` for an
+        inpainting model, ``low_res`` for an upsampler, in [-1, 1] (:meth:`extra_inputs`) — or
+        already built as ``extra`` [B, E, H, W], the channels concatenated to x_t (what training
+        batches and the batched guidance pass): image·mask ⊕ mask (E = 4) or the upsampled
+        low-resolution image (E = 3).
         """
         if len(tokens) != len(x_t):
             raise ValueError(f"tokens batch {len(tokens)} != x_t batch {len(x_t)}")
+        if inpaint is not None or low_res is not None:
+            if extra is not None:
+                raise ValueError("pass the conditioning by name (inpaint=, low_res=) or as extra, not both")
+            extra = self.extra_inputs(len(x_t), inpaint=inpaint, low_res=low_res)
         if extra is not None:
             if extra.dim() != 4 or extra.shape[0] != len(x_t) or extra.shape[2:] != x_t.shape[2:]:
                 raise ValueError(f"extra channels must be [B, E, H, W] matching x_t {tuple(x_t.shape)}, "
