@@ -57,9 +57,14 @@ def upsample_check(precision: str) -> dict:
     return {k: live[k] for k in ("psnr_upsampler", "psnr_bicubic", "gain_over_bicubic_db")}
 
 
+CHECKS = {"glide-shapes-tiny": glide_check, "glide-inpaint-shapes-tiny": inpaint_check,
+          "glide-upsample-shapes-tiny": upsample_check}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precisions", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--checks", nargs="+", default=list(CHECKS), choices=list(CHECKS))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 0)) or None)
     args = parser.parse_args()
     if args.threads:
@@ -67,8 +72,8 @@ def main():
     print(hardware())
     for precision in args.precisions:
         resolved = resolve_precision(precision)
-        for name, check in (("glide-shapes-tiny", glide_check), ("glide-inpaint-shapes-tiny", inpaint_check),
-                            ("glide-upsample-shapes-tiny", upsample_check)):
+        for name in args.checks:
+            check = CHECKS[name]
             start = time.perf_counter()
             result = check(resolved)
             print(json.dumps({"precision": precision, "resolved": resolved, "checkpoint": name, **result,

@@ -12,7 +12,8 @@ from unclip_lite import cli
 from unclip_lite.data import shapes
 from unclip_lite.diffusion import GaussianDiffusion
 from unclip_lite.glide.bundle import GlideBundle, load_glide
-from unclip_lite.glide.evaluate import judge_single, single_object_prompts, two_object_prompts
+from unclip_lite.glide.evaluate import (attribute_prompts, judge_attributes, judge_single, pair_breakdown,
+                                        single_object_prompts, two_object_prompts)
 from unclip_lite.glide.recipes import GlideData, GlideRecipe, diffusion_loss, glide_batches
 from unclip_lite.glide.text2im import Text2Im
 from unclip_lite.judge import load_judge
@@ -311,3 +312,36 @@ def test_inpainting_and_upsampling_recipes_make_their_inputs_and_train(config, e
                       TrainConfig(steps=1, warmup=0, precision="fp32", progress=False))
     trainer.fit()
     assert torch.isfinite(torch.tensor(trainer.history[-1]["loss"]))
+
+
+def test_attribute_prompts_name_every_pair_and_the_judge_reads_true_renders_of_them():
+    prompts, targets, heldout = attribute_prompts(per_pair=2)
+    assert len(prompts) == 80 and heldout.sum() == 2 * len(shapes.HELD_OUT_PAIRS)
+    assert torch.bincount(targets["position"]).tolist() == [16] * 5 and torch.bincount(targets["size"]).tolist() == [40, 40]
+    for text, c, s, z, p in zip(prompts, *(targets[k] for k in ("colour", "shape", "size", "position"))):
+        label = shapes.parse_caption(text)
+        assert label["objects"][0] == {"colour": shapes.COLOURS[c], "shape": shapes.SHAPES[s], "size": shapes.SIZE_NAMES[z]}
+        assert label["position"] == shapes.POSITION_NAMES[p]
+    judge = load_judge()
+    truth = torch.cat([shapes.render(shapes.make_scenes(shapes.COLOURS[c], shapes.SHAPES[s], shapes.SIZE_NAMES[z],
+                                                        shapes.POSITION_NAMES[p]), 32)
+                       for c, s, z, p in zip(*(targets[k] for k in ("colour", "shape", "size", "position")))])
+    right = judge_attributes(judge, truth, targets, heldout)
+    assert right["all_joint"] >= 0.95 and right["heldout_position"] >= 0.9, right
+    moved = {**targets, "position": (targets["position"] + 1) % 5}  # every image in the wrong place
+    wrong = judge_attributes(judge, truth, moved, heldout)
+    assert wrong["all_position"] <= 0.1 and wrong["all_colour"] == right["all_colour"]
+
+
+def test_pair_breakdown_tells_swapped_colours_from_swapped_shapes():
+    judge = load_judge()
+    texts, scenes = two_object_prompts(40, seed=3)
+    truth = shapes.render(scenes, 32)
+    right = pair_breakdown(judge, truth, scenes)
+    assert right["both_right"] >= 0.9 and right["binding"] >= 0.85 and right["colours_swapped"] <= 0.05, right
+    swapped = shapes.Scenes(**{**{f: getattr(scenes, f) for f in ("shape", "size", "radius", "x", "y")},
+                               "colour": scenes.colour.flip(1)}, relation=scenes.relation)
+    crossed = pair_breakdown(judge, shapes.render(swapped, 32), scenes)
+    differ = (scenes.colour[:, 0] != scenes.colour[:, 1]).float().mean().item()
+    assert crossed["colours_swapped"] >= 0.8 * differ and crossed["both_right"] <= 1 - 0.8 * differ, crossed
+    assert crossed["shapes_swapped"] <= 0.1

@@ -162,3 +162,21 @@ def test_recolouring_never_shows_a_held_out_pair():
     for text in S.captions(out[:200], 0):
         parsed = S.parse_caption(text)["objects"][0]
         assert "shape" in parsed
+
+
+def test_detailed_fraction_names_size_and_position_without_changing_the_default_stream():
+    plain = S.ShapesStream(64, 32, seed=3, two_object_fraction=0.25)
+    zero = S.ShapesStream(64, 32, seed=3, two_object_fraction=0.25, detailed_fraction=0.0)
+    assert plain.batch(5)[1] == zero.batch(5)[1] and torch.equal(plain.batch(5)[0], zero.batch(5)[0])
+    full = S.ShapesStream(64, 32, seed=3, two_object_fraction=0.25, detailed_fraction=1.0)
+    images, texts, (single, pairs) = full.batch(5)
+    assert torch.equal(images, plain.batch(5)[0])  # the same scenes, only the words differ
+    for text, label in zip(texts[:len(single)], single.labels()):
+        parsed = S.parse_caption(text)
+        assert parsed["position"] == label["position"] and parsed["objects"][0]["size"] == label["objects"][0]["size"]
+    assert texts[len(single):] == plain.batch(5)[1][len(single):]  # two-object captions untouched
+    half = S.ShapesStream(400, 32, seed=3, detailed_fraction=0.5).batch(0)[1]
+    named = sum(" in the " in t and ("small" in t or "large" in t) for t in half) / len(half)
+    assert 0.4 < named < 0.7  # half by the knob, plus the random templates that name both
+    with pytest.raises(ValueError, match="detailed_fraction"):
+        S.ShapesStream(8, 32, detailed_fraction=1.5)

@@ -115,7 +115,8 @@ def cmd_eval(args) -> int:
     if kind.evaluate is None:
         raise ValueError(f"{args.checkpoint}: no evaluation for a checkpoint of kind {kind.name!r}")
     scales = tuple(float(s) for s in args.scales.split(",")) if args.scales else None
-    options = EvalOptions(n=args.n, per_pair=args.per_pair, ddpm_per_pair=args.ddpm_per_pair, pairs_n=args.pairs_n,
+    options = EvalOptions(n=args.n, per_pair=args.per_pair, ddpm_per_pair=args.ddpm_per_pair,
+                          attr_per_pair=args.attr_per_pair, pairs_n=args.pairs_n,
                           steps=args.steps, respacing=args.respacing, scales=scales, base=args.base,
                           precision=args.precision)
     start = time.perf_counter()
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000, help="evaluation images per split (clip, judge)")
     p.add_argument("--per-pair", type=int, default=4, help="glide: DDIM samples per colour x shape pair")
     p.add_argument("--ddpm-per-pair", type=int, default=2, help="glide: DDPM-1000 vs DDIM samples per pair")
+    p.add_argument("--attr-per-pair", type=int, default=2,
+                   help="glide: samples per pair of prompts naming a size and a position (0 skips them)")
     p.add_argument("--pairs-n", type=int, default=120,
                    help="glide: two-object prompts (inpainting: 'add' edits); guides: 0 skips the guidance run")
     p.add_argument("--steps", type=int, default=50, help="glide: DDIM steps")

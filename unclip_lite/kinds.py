@@ -44,6 +44,7 @@ class EvalOptions:
     n: int = 1000              # evaluation images per split (clip, judge, guides' reading; upsampler: ≤ 100)
     per_pair: int = 4          # glide: DDIM samples per colour × shape pair
     ddpm_per_pair: int = 2     # glide: DDPM-1000 vs DDIM samples per pair
+    attr_per_pair: int = 2     # glide: prompts naming size and position, per pair
     pairs_n: int = 120         # glide: two-object prompts; inpainting: 'add' edits; guides: 0 skips the guidance run
     steps: int = 50            # DDIM steps
     respacing: str = "fast27"  # upsamplers
@@ -151,7 +152,8 @@ def evaluate_glide(bundle: GlideBundle, options: EvalOptions) -> dict:
     if bundle.conditioning == "low_res":
         return glide_evaluate.evaluate_upsampler(bundle, n=min(options.n, 100), respacing=options.respacing, **common)
     return glide_evaluate.evaluate_glide(bundle, per_pair=options.per_pair, steps=options.steps,
-                                         ddpm_per_pair=options.ddpm_per_pair, pairs_n=options.pairs_n, **common)
+                                         ddpm_per_pair=options.ddpm_per_pair, pairs_n=options.pairs_n,
+                                         attr_per_pair=options.attr_per_pair, **common)
 
 
 def glide_quick_metrics(bundle: GlideBundle) -> dict:

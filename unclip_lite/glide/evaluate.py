@@ -18,7 +18,7 @@ import torch
 from unclip_lite.data import shapes
 from unclip_lite.glide.bundle import GlideBundle
 from unclip_lite.hardware import resolve_precision
-from unclip_lite.judge import ShapesJudge, grade, judge_scenes, load_judge
+from unclip_lite.judge import ShapesJudge, canonical_pairs, grade, judge_scenes, load_judge
 
 GUIDANCE_SCALES = (1.0, 2.0, 3.0, 5.0)
 
@@ -49,6 +49,57 @@ def judge_single(judge: ShapesJudge, images: torch.Tensor, colour: torch.Tensor,
     return out
 
 
+def attribute_prompts(per_pair: int = 2) -> tuple[list[str], dict[str, torch.Tensor], torch.Tensor]:
+    """``(prompts, targets, heldout [N])``: "a {size} {colour} {shape} in the {position}" for every
+    colour × shape pair ``per_pair`` times, sizes and positions cycling so that each pair meets
+    different ones; ``targets`` holds ``colour``, ``shape``, ``size``, ``position`` ``[N]`` each."""
+    rows = []  # (colour, shape, size, position) indices
+    for c in range(len(shapes.COLOURS)):
+        for s in range(len(shapes.SHAPES)):
+            for k in range(per_pair):  # every position once per (colour, k), across the shapes
+                rows.append((c, s, (c + s + k) % len(shapes.SIZE_NAMES), (c + s + k) % len(shapes.POSITION_NAMES)))
+    prompts = []
+    for c, s, size, position in rows:  # the training template that names both, with "an" before a vowel
+        scene = shapes.make_scenes(shapes.COLOURS[c], shapes.SHAPES[s], shapes.SIZE_NAMES[size],
+                                   shapes.POSITION_NAMES[position])
+        prompts += shapes.captions(scene, template="a {size} {colour} {shape} in the {position}")
+    targets = {name: torch.tensor([r[i] for r in rows]) for i, name in enumerate(("colour", "shape", "size", "position"))}
+    heldout = torch.tensor([(shapes.COLOURS[c], shapes.SHAPES[s]) in shapes.HELD_OUT_PAIRS for c, s, _, _ in rows])
+    return prompts, targets, heldout
+
+
+def judge_attributes(judge: ShapesJudge, images: torch.Tensor, targets: dict[str, torch.Tensor],
+                     heldout: torch.Tensor) -> dict[str, float]:
+    """``{all,seen,heldout}_{colour,shape,size,position,joint}``: the judge's reading of
+    single-object images against every attribute the prompt named (joint: one object, all four)."""
+    pred = judge_scenes(judge, images)
+    ok = {k: pred[k] == v for k, v in targets.items()}
+    ok["joint"] = torch.stack([pred["n_objects"] == 1, *ok.values()]).all(0)
+    out = {"chance_position": 1 / len(shapes.POSITION_NAMES), "chance_size": 1 / len(shapes.SIZE_NAMES)}
+    for split, rows in (("all", torch.ones_like(heldout)), ("seen", ~heldout), ("heldout", heldout)):
+        for key, value in ok.items():
+            out[f"{split}_{key}"] = value[rows].float().mean().item() if rows.any() else float("nan")
+    return out
+
+
+def pair_breakdown(judge: ShapesJudge, images: torch.Tensor, scenes: shapes.Scenes) -> dict[str, float]:
+    """How two-object samples go wrong: ``both_right`` (both objects' colour and shape),
+    ``colours_swapped`` / ``shapes_swapped`` (the right attributes on the wrong objects),
+    ``relation``, ``two_objects``, ``binding`` (both right, relation right, two objects)."""
+    pred, want = judge_scenes(judge, images), canonical_pairs(scenes)
+    same = {k: pred[k] == want[k] for k in ("a_colour", "a_shape", "b_colour", "b_shape", "relation")}
+    crossed = {"colour": (pred["a_colour"] == want["b_colour"]) & (pred["b_colour"] == want["a_colour"])
+               & (want["a_colour"] != want["b_colour"]),
+               "shape": (pred["a_shape"] == want["b_shape"]) & (pred["b_shape"] == want["a_shape"])
+               & (want["a_shape"] != want["b_shape"])}
+    both = same["a_colour"] & same["a_shape"] & same["b_colour"] & same["b_shape"]
+    two = pred["n_objects"] == 2
+    cases = {"both_right": both, "colours_swapped": crossed["colour"] & same["a_shape"] & same["b_shape"],
+             "shapes_swapped": crossed["shape"] & same["a_colour"] & same["b_colour"],
+             "relation": same["relation"], "two_objects": two, "binding": both & same["relation"] & two}
+    return {k: v.float().mean().item() for k, v in cases.items()}
+
+
 def two_object_prompts(n: int, seed: int = 5) -> tuple[list[str], shapes.Scenes]:
     """``n`` prompts "a {a} {relation} a {b}" (canonical relations: left of / above) and their scenes."""
     gen = torch.Generator().manual_seed(seed)
@@ -58,15 +109,20 @@ def two_object_prompts(n: int, seed: int = 5) -> tuple[list[str], shapes.Scenes]
 
 def evaluate_glide(bundle: GlideBundle, judge: ShapesJudge | None = None, per_pair: int = 4,
                    guidance_scales=GUIDANCE_SCALES, steps: int = 50, ddpm_per_pair: int = 1,
-                   pairs_n: int = 80, seed: int = 0, precision: str = "auto", progress: bool = True) -> dict:
+                   pairs_n: int = 80, seed: int = 0, precision: str = "auto", progress: bool = True,
+                   attr_per_pair: int = 2) -> dict:
     """The acceptance metrics of ``glide-shapes-tiny`` as one flat dict (keys in the README).
 
     * ``g{s}_{split}_{attr}``: DDIM-``steps`` at guidance ``s`` (``per_pair`` samples per pair);
     * ``best_guidance`` and ``best_*``: the scale with the highest ``all_joint``;
     * ``ddpm{T}_*`` / ``ddim{steps}_*``: DDPM through all T steps vs DDIM on the *same*
       prompts and seeds at the best scale (``ddpm_per_pair`` per pair), ``ddim_minus_ddpm_joint``;
+    * ``attr_*``: prompts naming a size and a position too ("a small red star in the top
+      left", ``attr_per_pair`` per pair) at the best scale: ``{all,seen,heldout}_{colour,shape,
+      size,position,joint}`` and the chance levels;
     * ``pairs_*``: two-object prompts at the best scale: ``objects`` (both colours and shapes),
-      ``relation``, ``binding`` (all of it).
+      ``relation``, ``binding`` (all of it), and how they fail: ``colours_swapped``,
+      ``shapes_swapped`` (:func:`pair_breakdown`).
     """
     judge = judge or load_judge()
     prompts, colour, shape, heldout = single_object_prompts(per_pair)
@@ -96,6 +152,10 @@ def evaluate_glide(bundle: GlideBundle, judge: ShapesJudge | None = None, per_pa
             metrics.update({f"{name}_{k}": round(result[k], 4) for k in ("all_colour", "all_shape", "all_joint")})
             metrics[f"{name}_seconds_per_image"] = round((time.perf_counter() - start) / len(prompts), 3)
         metrics["ddim_minus_ddpm_joint"] = round(metrics[f"ddim{steps}_all_joint"] - metrics[f"ddpm{T}_all_joint"], 4)
+    if attr_per_pair:
+        prompts, targets, heldout = attribute_prompts(attr_per_pair)
+        images = bundle.sample(prompts, best, "ddim", steps, seed=seed + 3, precision=precision, progress=progress)
+        metrics.update({f"attr_{k}": round(v, 4) for k, v in judge_attributes(judge, images, targets, heldout).items()})
     if pairs_n:
         texts, scenes = two_object_prompts(pairs_n)
         images = bundle.sample(texts, best, "ddim", steps, seed=seed + 2, precision=precision, progress=progress)
@@ -103,6 +163,8 @@ def evaluate_glide(bundle: GlideBundle, judge: ShapesJudge | None = None, per_pa
         for key in ("objects", "relation", "n_objects"):
             metrics[f"pairs_{key}"] = round(ok[key].float().mean().item(), 4)
         metrics["pairs_binding"] = round((ok["objects"] & ok["relation"] & ok["n_objects"]).float().mean().item(), 4)
+        breakdown = pair_breakdown(judge, images, scenes)
+        metrics.update({f"pairs_{k}": round(breakdown[k], 4) for k in ("colours_swapped", "shapes_swapped")})
     return metrics
 
 
