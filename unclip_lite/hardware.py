@@ -23,32 +23,29 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX512-BF16, AMX, Arm BF16
 
 
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``'s ``flags`` or Arm ``Features``); empty elsewhere."""
+def _cpuinfo(keys: tuple[str, ...]) -> str:
+    """The first non-empty value of one of ``keys`` in ``/proc/cpuinfo`` (Linux); "" elsewhere."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return frozenset(value.split())
+                if key.strip() in keys and value.strip():
+                    return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return ""
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``'s ``flags`` or Arm ``Features``); empty elsewhere."""
+    return frozenset(_cpuinfo(("flags", "Features")).split())
 
 
 @functools.cache
 def cpu_model() -> str:
     """A human name for the CPU, e.g. ``"AMD EPYC"`` or ``"Intel(R) Xeon(R) Platinum 8488C"``."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo(("model name", "Model", "Hardware")) or platform.processor() or platform.machine()
 
 
 def cpu_capability() -> str:

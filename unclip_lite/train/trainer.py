@@ -249,7 +249,8 @@ class Trainer:
                     f"loss is {loss.item()} at step {self.step} (micro-batch {micro}); the update was "
                     f"not applied. Last finite loss: {self.history[-1]['loss'] if self.history else 'none'}"
                     f", lr {self.scheduler.get_last_lr()[0]:.3g}. Try a lower learning rate, "
-                    f"precision='bf16' instead of 'fp16', or a smaller grad_clip"
+                    f"precision='auto' (bf16 where the hardware has it, else fp32) instead of 'fp16', "
+                    f"or a smaller grad_clip"
                     + (f"; the last good state is in {self.state_path}" if self.state_path else ""))
             loss = loss / cfg.accumulate
             (self.scaler.scale(loss) if self.scaler else loss).backward()
