@@ -25,7 +25,7 @@ $(VENV)/.stamp-book: pyproject.toml | $(PY)
 setup: $(VENV)/.stamp-test $(VENV)/.stamp-book
 
 test: $(VENV)/.stamp-test
-	UNCLIP_LITE_PROFILE=smoke $(PY) -m pytest -q -n auto --durations=10 tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider
+	UNCLIP_LITE_PROFILE=smoke $(PY) -m pytest -q -n auto --dist loadgroup --durations=10 tests notebooks --nbmake --nbmake-timeout=300 -p no:cacheprovider
 
 # The quick set for a developer: no shipped-checkpoint evaluations, training runs or notebooks.
 test-fast: $(VENV)/.stamp-test

@@ -11,6 +11,14 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Notebooks run one after another on one xdist worker (``--dist loadgroup``): never two
+    Jupyter kernels at once beside the unit tests, so a notebook's time is its own."""
+    for item in items:
+        if str(item.path).endswith(".ipynb"):
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
+
+
 @pytest.fixture(autouse=True)
 def _small_torch():
     """Tests run on a 2-core machine beside other work: keep torch to one thread."""
