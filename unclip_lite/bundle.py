@@ -82,5 +82,8 @@ def manifest_for(trainer, command: str, metrics: dict, overrides: dict | None = 
             "train_seconds": round(trainer.elapsed, 1), "train_minutes": round(trainer.elapsed / 60, 2),
             "steps": trainer.step, "hardware": hardware(), "precision": trainer.precision, "metrics": metrics,
             "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "final_loss": trainer.history[-1]["loss"] if trainer.history else None}
+            "final_loss": trainer.history[-1]["loss"] if trainer.history else None,
+            # what the recipe's evaluate hook measured during training (the learning curve)
+            "curve": [{k: v for k, v in h.items() if k == "step" or k.startswith("eval_")}
+                      for h in trainer.history if any(k.startswith("eval_") for k in h)]}
 

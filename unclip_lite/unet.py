@@ -50,6 +50,10 @@ class UNetConfig:
     encoder_channels: int | None = None  # width of the text context tokens (GLIDE encoder_kv)
     cond_dim: int | None = None  # width of a vector added to the timestep embedding
     num_groups: int = 32  # GroupNorm groups (reduced to gcd(num_groups, channels) for small widths)
+    # a learned position embedding per attention layer, added to the pixels before they attend:
+    # convolutions are translation-equivariant, so without it a pixel knows where it is only from
+    # the zero padding at the borders, and "in the top left" has nothing to attend *from*
+    attention_positions: bool = False
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -213,10 +217,13 @@ class AttentionBlock(nn.Module):
     ``context_mask`` [B, L] (True = real token) keeps pixels from attending to padding.
     """
 
-    def __init__(self, channels: int, heads: int, encoder_channels: int | None = None, num_groups: int = 32):
+    def __init__(self, channels: int, heads: int, encoder_channels: int | None = None, num_groups: int = 32,
+                 positions: int | None = None):
         super().__init__()
         self.heads = heads
         self.norm = group_norm(channels, num_groups)
+        # [H*W, C], zero at first: a model warm-started from one without it computes the same
+        self.position = nn.Parameter(torch.zeros(positions, channels)) if positions else None
         self.qkv = nn.Linear(channels, 3 * channels)
         self.encoder_kv = nn.Linear(encoder_channels, 2 * channels) if encoder_channels else None
         self.proj_out = zero_(nn.Linear(channels, channels))
@@ -225,6 +232,11 @@ class AttentionBlock(nn.Module):
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, C, H, W = x.shape
         h = rearrange(self.norm(x), "b c h w -> b (h w) c")  # [B, HW, C]
+        if self.position is not None:
+            if self.position.shape[0] != H * W:
+                raise ValueError(f"this attention layer learned positions for {self.position.shape[0]} pixels, "
+                                 f"got a {H}x{W} input; attention_positions ties the model to its image_size")
+            h = h + self.position  # [B, HW, C]: each pixel now says where it is
         q, k, v = rearrange(self.qkv(h), "b n (three nh d) -> three b nh n d", three=3, nh=self.heads)
         mask = None
         if context is not None and self.encoder_kv is not None:
@@ -270,8 +282,9 @@ class UNet(nn.Module):
         def res(ch_in, ch_out, **kw):
             return ResBlock(ch_in, emb_dim, ch_out, cfg.dropout, cfg.use_scale_shift_norm, num_groups=groups, **kw)
 
-        def attn(ch):
-            return AttentionBlock(ch, cfg.heads_for(ch), cfg.encoder_channels, groups)
+        def attn(ch, px):
+            return AttentionBlock(ch, cfg.heads_for(ch), cfg.encoder_channels, groups,
+                                  positions=px * px if cfg.attention_positions else None)
 
         ch, res_px = mc, cfg.image_size
         self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])
@@ -281,7 +294,7 @@ class UNet(nn.Module):
                 layers = [res(ch, mult * mc)]
                 ch = mult * mc
                 if res_px in cfg.attention_resolutions:
-                    layers.append(attn(ch))
+                    layers.append(attn(ch, res_px))
                 self.input_blocks.append(TimestepSequential(*layers))
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
@@ -290,7 +303,7 @@ class UNet(nn.Module):
                 skip_channels.append(ch)
                 res_px //= 2
 
-        self.middle_block = TimestepSequential(res(ch, ch), attn(ch), res(ch, ch))
+        self.middle_block = TimestepSequential(res(ch, ch), attn(ch, res_px), res(ch, ch))
         self.out_channels = ch  # width of the middle block's output
         if encoder_only:
             return
@@ -301,7 +314,7 @@ class UNet(nn.Module):
                 layers = [res(ch + skip_channels.pop(), mult * mc)]
                 ch = mult * mc
                 if res_px in cfg.attention_resolutions:
-                    layers.append(attn(ch))
+                    layers.append(attn(ch, res_px))
                 if level and i == cfg.num_res_blocks:
                     layers.append(res(ch, ch, up=True) if cfg.resblock_updown else Upsample(ch))
                     res_px *= 2

@@ -168,6 +168,24 @@ def evaluate_glide(bundle: GlideBundle, judge: ShapesJudge | None = None, per_pa
     return metrics
 
 
+def caption_following(bundle: GlideBundle, judge: ShapesJudge | None = None, attr_per_pair: int = 1,
+                      pairs_n: int = 30, guidance: float = 3.0, steps: int = 25, seed: int = 0) -> dict[str, float]:
+    """A small check of the whole caption, cheap enough to run during training (issue 11's
+    curve): single-object prompts naming size and position (``attr_per_pair`` per pair) and
+    ``pairs_n`` two-object prompts, DDIM-``steps`` at guidance ``guidance``. Keys ``colour``,
+    ``shape``, ``size``, ``position`` and ``binding``, ``both_right``, ``colours_swapped``."""
+    judge = judge or load_judge()
+    prompts, targets, heldout = attribute_prompts(attr_per_pair)
+    single = judge_attributes(judge, bundle.sample(prompts, guidance, "ddim", steps, seed=seed + 3),
+                              targets, heldout)
+    out = {k: single[f"all_{k}"] for k in ("colour", "shape", "size", "position")}
+    if pairs_n:
+        texts, scenes = two_object_prompts(pairs_n)
+        pairs = pair_breakdown(judge, bundle.sample(texts, guidance, "ddim", steps, seed=seed + 2), scenes)
+        out.update({k: pairs[k] for k in ("binding", "both_right", "colours_swapped")})
+    return out
+
+
 def quick_metrics(bundle: GlideBundle, judge: ShapesJudge | None = None) -> dict:
     """A one-minute check for the training command: guidance 3, DDIM-50, 2 samples per pair."""
     return evaluate_glide(bundle, judge, per_pair=2, guidance_scales=(3.0,), ddpm_per_pair=0, pairs_n=0)

@@ -11,7 +11,7 @@ Evaluation: samples are read by the shipped ``judge-shapes`` classifier, not by 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,9 +20,11 @@ from unclip_lite.checkpoints import load_checkpoint
 from unclip_lite.clip.recipes import shapes_vocab
 from unclip_lite.data import shapes
 from unclip_lite.glide.bundle import DiffusionConfig, GlideBundle
+from unclip_lite.glide.evaluate import caption_following
 from unclip_lite.glide.inpaint import inpaint_channels, random_masks
 from unclip_lite.glide.text2im import Text2Im, drop_captions, get_text2im_config
 from unclip_lite.glide.upsample import degrade, upsample_channels
+from unclip_lite.judge import load_judge
 from unclip_lite.train import TrainConfig, Trainer
 
 
@@ -47,6 +49,7 @@ class GlideRecipe:
         steps=6500, lr=5e-4, warmup=200, weight_decay=0.0, min_lr_ratio=0.1,
         ema_decay=0.999, log_every=25, checkpoint_every=250))
     init_from: str | None = None  # a trained GLIDE checkpoint to fine-tune (see warm_start)
+    eval_every: int | None = None  # judge the EMA model's caption following every N steps (the curve)
 
 
 def _inpaint_recipe() -> GlideRecipe:
@@ -78,9 +81,19 @@ def _caption_recipe() -> GlideRecipe:
                                          ema_decay=0.999, log_every=25, checkpoint_every=100))
 
 
+def _caption_positions_recipe() -> GlideRecipe:
+    # Issue 11, second try: the same fine-tune, but the model's attention layers learn where each
+    # pixel is (UNetConfig.attention_positions, zero at first, so step 0 is glide-shapes-tiny)
+    recipe = _caption_recipe()
+    recipe.model, recipe.eval_every = "shapes-tiny-positions", 250
+    recipe.train = replace(recipe.train, steps=2000, lr=4e-4, ema_decay=0.995, checkpoint_every=250)
+    return recipe
+
+
 RECIPES = {
     "shapes-tiny": GlideRecipe,
     "shapes-tiny-caption": _caption_recipe,  # fine-tunes glide-shapes-tiny to follow the whole caption
+    "shapes-tiny-positions": _caption_positions_recipe,  # ... with position embeddings in its attention
     # GLIDE §3.3 and §4 on Shapes: the same loop, models reading 4 / 3 extra channels
     "shapes-tiny-inpaint": _inpaint_recipe,
     "shapes-tiny-upsample": _upsample_recipe,
@@ -98,15 +111,19 @@ def new_glide(model: str = "shapes-tiny", diffusion: DiffusionConfig | None = No
 @torch.no_grad()
 def warm_start(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Copy a trained model's weights into ``model`` whose convolutions may read more input
-    channels; returns the names of the widened weights.
+    channels, or which has new zero-initialised parameters; returns the names of the widened
+    and added weights.
 
     A weight whose only difference is a larger input-channel dimension (dim 1) keeps the
     trained values on the old channels and gets zeros on the new ones, so the widened model
     starts out computing exactly what the trained one did and learns to use the new inputs
-    (image · mask and mask for inpainting). Any other mismatch is an error.
+    (image · mask and mask for inpainting). A parameter the trained model lacks is allowed
+    only if it starts at zero (the attention layers' positions): the function is again
+    unchanged. Any other mismatch is an error.
     """
     own = model.state_dict()
-    problems = sorted(set(own) ^ set(state_dict))
+    added = sorted(name for name in set(own) - set(state_dict) if not own[name].any())
+    problems = sorted((set(own) ^ set(state_dict)) - set(added))
     widened = []
     for name, value in state_dict.items():
         if name not in own:
@@ -122,7 +139,7 @@ def warm_start(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> l
             problems.append(f"{name}: {tuple(value.shape)} -> {tuple(target.shape)}")
     if problems:
         raise ValueError("cannot warm-start from a model of another architecture: " + "; ".join(problems[:8]))
-    return widened
+    return widened + added
 
 
 def glide_batches(bundle: GlideBundle, data: GlideData, p_uncond: float | None = None):
@@ -182,10 +199,21 @@ def train_shapes_glide(recipe: GlideRecipe | None = None, out_dir: str | Path | 
 
         base = load_checkpoint(recipe.init_from, kind="glide")
         warm_start(bundle.model, {k: v.float() for k, v in base.state_dict.items()})
+    evaluate = None
+    if recipe.eval_every:
+        judge = load_judge()
+
+        def evaluate(raw_model, step):  # the EMA weights: what the run would ship at this step
+            snapshot = replace(bundle, model=trainer.averaged_model().eval())
+            return {f"eval_{k}": round(v, 4) for k, v in caption_following(snapshot, judge).items()}
+
     trainer = Trainer(bundle.model, diffusion_loss(bundle.diffusion, recipe.min_snr_gamma, recipe.snr_floor),
-                      glide_batches(bundle, recipe.data), recipe.train, out_dir=out_dir, live_plot=live_plot)
+                      glide_batches(bundle, recipe.data), recipe.train, out_dir=out_dir, live_plot=live_plot,
+                      evaluate=evaluate, eval_every=recipe.eval_every)
     if resume and out_dir:
         trainer.resume()
+    if evaluate and trainer.step == 0:  # the curve starts where the run starts
+        trainer.history.append({"step": 0, **evaluate(trainer.raw_model, 0)})
     trainer.fit(max_minutes=max_minutes)
     bundle.model = trainer.averaged_model().eval()
     bundle.extra = {"recipe": {"model": recipe.model, "diffusion": asdict(recipe.diffusion),

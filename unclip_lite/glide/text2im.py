@@ -99,6 +99,12 @@ def _with_text(unet: str | UNetConfig, width: int, conditioning: str = "text") -
     return cfg
 
 
+def _positions(unet: str) -> UNetConfig:
+    cfg = get_unet_config(unet)
+    cfg.attention_positions = True
+    return cfg
+
+
 def _released_upsampler() -> UNetConfig:
     # glide-text2im's model_and_diffusion_defaults_upsampler: 256 px, 2 res blocks, (1, 1, 2, 2, 4, 4)
     cfg = get_unet_config("glide-base-released")
@@ -121,6 +127,8 @@ def _paper_upsampler() -> UNetConfig:
 TEXT2IM_CONFIGS: dict[str, Text2ImConfig] = {
     # 32 px Shapes; vocab_size comes from the Shapes CompactVocab at build time (40 ids)
     "shapes-tiny": Text2ImConfig(_with_text("shapes-small", 128), None, 24, 128, 2, 4),
+    # the same model whose attention layers also learn where each pixel is (issue 11: position)
+    "shapes-tiny-positions": Text2ImConfig(_with_text(_positions("shapes-small"), 128), None, 24, 128, 2, 4),
     # glide-text2im's released base model: text_ctx 128, xf_width 512, 16 layers, 8 heads, GPT-2 BPE
     "glide-base-released": Text2ImConfig(get_unet_config("glide-base-released"), 50257, 128, 512, 16, 8),
     # the paper's 3.5B model (§4): a 1.2B text transformer of width 2048, 24 blocks

@@ -338,7 +338,8 @@ class LivePlot:
         if get_ipython() is None:
             return
         fig, ax = plt.subplots(figsize=(6, 2.6))
-        ax.plot([h["step"] for h in history], [h["loss"] for h in history])
+        trained = [h for h in history if "loss" in h]  # an evaluation before the first step has none
+        ax.plot([h["step"] for h in trained], [h["loss"] for h in trained])
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.set_yscale("log")

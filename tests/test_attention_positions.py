@@ -1,0 +1,83 @@
+"""Issue 11: attention layers that know where each pixel is, warm-started from a model without them,
+and the small caption-following check that draws the learning curve."""
+import pytest
+import torch
+
+from helpers import tiny_bundle
+from unclip_lite.bundle import manifest_for
+from unclip_lite.glide.bundle import GlideBundle
+from unclip_lite.glide.evaluate import caption_following
+from unclip_lite.glide.recipes import RECIPES, new_glide, warm_start
+from unclip_lite.glide.text2im import Text2Im, Text2ImConfig
+from unclip_lite.train import TrainConfig, Trainer
+from unclip_lite.unet import AttentionBlock
+
+
+def with_positions(base: GlideBundle) -> GlideBundle:
+    cfg = Text2ImConfig.from_dict(base.model.config.to_dict())
+    cfg.unet.attention_positions = True
+    return GlideBundle(Text2Im(cfg).eval(), base.vocab, base.diffusion_config)
+
+
+def test_positions_start_at_zero_so_a_warm_start_computes_what_the_base_model_did():
+    base = tiny_bundle()
+    grown = with_positions(base)
+    added = warm_start(grown.model, base.model.state_dict())
+    assert added and all(name.endswith(".position") for name in added)
+    assert len(added) == sum(isinstance(m, AttentionBlock) for m in grown.model.modules())
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 15])
+    tokens = base.tokenize(["a red star in the top left", "a blue circle"])
+    with torch.no_grad():
+        assert torch.equal(grown.model(x, t, tokens), base.model(x, t, tokens))
+
+
+def test_a_new_parameter_that_does_not_start_at_zero_is_refused():
+    base = tiny_bundle()
+    grown = with_positions(base)
+    with torch.no_grad():
+        next(m for m in grown.model.modules() if isinstance(m, AttentionBlock)).position.fill_(0.1)
+    with pytest.raises(ValueError, match="another architecture"):
+        warm_start(grown.model, base.model.state_dict())
+
+
+def test_learned_positions_break_translation_equivariance_where_attention_alone_cannot():
+    # plain self-attention is permutation-equivariant over pixels: shifting the input (with
+    # wrap-around) shifts the output. With a position table it no longer does.
+    torch.manual_seed(0)
+    plain = AttentionBlock(16, 2, num_groups=4).eval()
+    placed = AttentionBlock(16, 2, num_groups=4, positions=64).eval()
+    placed.load_state_dict({**plain.state_dict(), "position": torch.randn(64, 16)})
+    with torch.no_grad():
+        for block in (plain, placed):
+            block.proj_out.weight.normal_(std=0.2)  # zero at init: make the attention visible
+        placed.proj_out.load_state_dict(plain.proj_out.state_dict())
+        x = torch.randn(1, 16, 8, 8)
+        shift = lambda z: torch.roll(z, shifts=(2, 3), dims=(2, 3))  # noqa: E731
+        assert torch.allclose(plain(shift(x)), shift(plain(x)), atol=1e-5)
+        assert not torch.allclose(placed(shift(x)), shift(placed(x)), atol=1e-3)
+        with pytest.raises(ValueError, match="ties the model to its image_size"):
+            placed(torch.randn(1, 16, 4, 4))
+
+
+def test_the_positions_recipe_is_glide_shapes_tiny_plus_positions():
+    recipe = RECIPES["shapes-tiny-positions"]()
+    assert recipe.init_from == "glide-shapes-tiny" and recipe.eval_every
+    plain, placed = new_glide("shapes-tiny"), new_glide(recipe.model)
+    extra = set(placed.model.state_dict()) - set(plain.model.state_dict())
+    assert extra and all(name.endswith(".position") for name in extra)
+    assert set(plain.model.state_dict()) <= set(placed.model.state_dict())
+
+
+def test_caption_following_reads_every_attribute_and_the_curve_reaches_the_manifest(monkeypatch):
+    bundle = tiny_bundle()
+    scores = caption_following(bundle, attr_per_pair=1, pairs_n=4, steps=2)
+    assert set(scores) == {"colour", "shape", "size", "position", "binding", "both_right", "colours_swapped"}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+    model = torch.nn.Linear(2, 1)
+    trainer = Trainer(model, lambda m, b: m(b).pow(2).mean(), lambda i, r, w: torch.randn(4, 2),
+                      TrainConfig(steps=4, warmup=1, log_every=1, progress=False),
+                      evaluate=lambda m, step: {"eval_position": step / 10}, eval_every=2)
+    trainer.fit()
+    curve = manifest_for(trainer, "cmd", {})["curve"]
+    assert curve == [{"step": 2, "eval_position": 0.2}, {"step": 4, "eval_position": 0.4}]
