@@ -169,7 +169,7 @@ def evaluate_glide(bundle: GlideBundle, judge: ShapesJudge | None = None, per_pa
 
 
 def caption_following(bundle: GlideBundle, judge: ShapesJudge | None = None, attr_per_pair: int = 1,
-                      pairs_n: int = 30, guidance: float = 3.0, steps: int = 25, seed: int = 0) -> dict[str, float]:
+                      pairs_n: int = 30, guidance: float = 3.0, steps: int = 20, seed: int = 0) -> dict[str, float]:
     """A small check of the whole caption, cheap enough to run during training (issue 11's
     curve): single-object prompts naming size and position (``attr_per_pair`` per pair) and
     ``pairs_n`` two-object prompts, DDIM-``steps`` at guidance ``guidance``. Keys ``colour``,

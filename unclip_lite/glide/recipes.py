@@ -85,7 +85,7 @@ def _caption_positions_recipe() -> GlideRecipe:
     # Issue 11, second try: the same fine-tune, but the model's attention layers learn where each
     # pixel is (UNetConfig.attention_positions, zero at first, so step 0 is glide-shapes-tiny)
     recipe = _caption_recipe()
-    recipe.model, recipe.eval_every = "shapes-tiny-positions", 250
+    recipe.model, recipe.eval_every = "shapes-tiny-positions", 500
     recipe.train = replace(recipe.train, steps=2000, lr=4e-4, ema_decay=0.995, checkpoint_every=250)
     return recipe
 
