@@ -25,7 +25,7 @@ $(VENV)/.stamp-book: pyproject.toml | $(PY)
 setup: $(VENV)/.stamp-test $(VENV)/.stamp-book
 
 test: $(VENV)/.stamp-test
-	UNCLIP_LITE_PROFILE=smoke $(PY) -m pytest -q -n auto --dist loadgroup --durations=10 tests notebooks --nbmake --nbmake-timeout=300 -p no:cacheprovider
+	UNCLIP_LITE_PROFILE=smoke $(PY) -m pytest -q -n auto --dist loadgroup --durations=10 notebooks tests --nbmake --nbmake-timeout=300 -p no:cacheprovider
 
 # The quick set for a developer: no shipped-checkpoint evaluations, training runs or notebooks.
 test-fast: $(VENV)/.stamp-test
@@ -33,7 +33,7 @@ test-fast: $(VENV)/.stamp-test
 
 book: $(VENV)/.stamp-book
 	rm -rf _build/html _build/.doctrees _build/jupyter_execute
-	UNCLIP_LITE_PROFILE=quick $(VENV)/bin/jupyter-book build . --warningiserror --keep-going --nitpick
+	UNCLIP_LITE_PROFILE=quick $(PY) tools/kernel_polling.py jupyter-book build . --warningiserror --keep-going --nitpick
 
 lab: $(VENV)/.stamp-book
 	$(VENV)/bin/jupyter lab notebooks/

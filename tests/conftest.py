@@ -1,6 +1,15 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import kernel_polling  # noqa: E402
+
+# nbmake executes the chapters with nbclient in this process: poll the kernel in short slices,
+# or a missed wake-up stalls a cell until its timeout (see tools/kernel_polling.py)
+kernel_polling.install()
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("UNCLIP_LITE_PROFILE", "smoke")
