@@ -10,7 +10,7 @@ from unclip_lite.glide.evaluate import caption_following
 from unclip_lite.glide.recipes import RECIPES, new_glide, warm_start
 from unclip_lite.glide.text2im import Text2Im, Text2ImConfig
 from unclip_lite.train import TrainConfig, Trainer
-from unclip_lite.unet import AttentionBlock
+from unclip_lite.unet import AttentionBlock, pixel_coordinates
 
 
 def with_positions(base: GlideBundle) -> GlideBundle:
@@ -23,7 +23,7 @@ def test_positions_start_at_zero_so_a_warm_start_computes_what_the_base_model_di
     base = tiny_bundle()
     grown = with_positions(base)
     added = warm_start(grown.model, base.model.state_dict())
-    assert added and all(name.endswith(".position") for name in added)
+    assert added and all(name.endswith(".position.weight") for name in added)
     assert len(added) == sum(isinstance(m, AttentionBlock) for m in grown.model.modules())
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 15])
     tokens = base.tokenize(["a red star in the top left", "a blue circle"])
@@ -35,7 +35,7 @@ def test_a_new_parameter_that_does_not_start_at_zero_is_refused():
     base = tiny_bundle()
     grown = with_positions(base)
     with torch.no_grad():
-        next(m for m in grown.model.modules() if isinstance(m, AttentionBlock)).position.fill_(0.1)
+        next(m for m in grown.model.modules() if isinstance(m, AttentionBlock)).position.weight.fill_(0.1)
     with pytest.raises(ValueError, match="another architecture"):
         warm_start(grown.model, base.model.state_dict())
 
@@ -45,8 +45,8 @@ def test_learned_positions_break_translation_equivariance_where_attention_alone_
     # wrap-around) shifts the output. With a position table it no longer does.
     torch.manual_seed(0)
     plain = AttentionBlock(16, 2, num_groups=4).eval()
-    placed = AttentionBlock(16, 2, num_groups=4, positions=64).eval()
-    placed.load_state_dict({**plain.state_dict(), "position": torch.randn(64, 16)})
+    placed = AttentionBlock(16, 2, num_groups=4, positions=True).eval()
+    placed.load_state_dict({**plain.state_dict(), "position.weight": torch.randn(16, 8)})
     with torch.no_grad():
         for block in (plain, placed):
             block.proj_out.weight.normal_(std=0.2)  # zero at init: make the attention visible
@@ -55,8 +55,7 @@ def test_learned_positions_break_translation_equivariance_where_attention_alone_
         shift = lambda z: torch.roll(z, shifts=(2, 3), dims=(2, 3))  # noqa: E731
         assert torch.allclose(plain(shift(x)), shift(plain(x)), atol=1e-5)
         assert not torch.allclose(placed(shift(x)), shift(placed(x)), atol=1e-3)
-        with pytest.raises(ValueError, match="ties the model to its image_size"):
-            placed(torch.randn(1, 16, 4, 4))
+        assert placed(torch.randn(1, 16, 4, 4)).shape == (1, 16, 4, 4)  # features of (x, y): any size
 
 
 def test_the_positions_recipe_is_glide_shapes_tiny_plus_positions():
@@ -64,7 +63,7 @@ def test_the_positions_recipe_is_glide_shapes_tiny_plus_positions():
     assert recipe.init_from == "glide-shapes-tiny" and recipe.eval_every
     plain, placed = new_glide("shapes-tiny"), new_glide(recipe.model)
     extra = set(placed.model.state_dict()) - set(plain.model.state_dict())
-    assert extra and all(name.endswith(".position") for name in extra)
+    assert extra and all(name.endswith(".position.weight") for name in extra)
     assert set(plain.model.state_dict()) <= set(placed.model.state_dict())
 
 
@@ -81,3 +80,15 @@ def test_caption_following_reads_every_attribute_and_the_curve_reaches_the_manif
     trainer.fit()
     curve = manifest_for(trainer, "cmd", {})["curve"]
     assert curve == [{"step": 2, "eval_position": 0.2}, {"step": 4, "eval_position": 0.4}]
+
+
+def test_pixel_coordinates_are_row_major_fourier_features_of_x_and_y():
+    feats = pixel_coordinates(2, 3, torch.zeros(1))  # H = 2 rows, W = 3 columns
+    assert feats.shape == (6, 8)
+    # naive loop: pixel (row r, column c) at x = -1 + c, y = -1 + 2r; sin then cos of k·π/2·(x, y)
+    for r in range(2):
+        for c in range(3):
+            x, y = -1.0 + c, -1.0 + 2.0 * r
+            angles = [k * torch.pi / 2 * v for k in (1, 2) for v in (x, y)]
+            want = torch.tensor([torch.tensor(a).sin() for a in angles] + [torch.tensor(a).cos() for a in angles])
+            assert torch.allclose(feats[r * 3 + c], want, atol=1e-6)

@@ -86,7 +86,7 @@ def _caption_positions_recipe() -> GlideRecipe:
     # pixel is (UNetConfig.attention_positions, zero at first, so step 0 is glide-shapes-tiny)
     recipe = _caption_recipe()
     recipe.model, recipe.eval_every = "shapes-tiny-positions", 500
-    recipe.train = replace(recipe.train, steps=2000, lr=4e-4, ema_decay=0.995, checkpoint_every=250)
+    recipe.train = replace(recipe.train, steps=1500, lr=4e-4, ema_decay=0.995, checkpoint_every=250)
     return recipe
 
 
