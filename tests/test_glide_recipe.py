@@ -345,3 +345,15 @@ def test_pair_breakdown_tells_swapped_colours_from_swapped_shapes():
     differ = (scenes.colour[:, 0] != scenes.colour[:, 1]).float().mean().item()
     assert crossed["colours_swapped"] >= 0.8 * differ and crossed["both_right"] <= 1 - 0.8 * differ, crossed
     assert crossed["shapes_swapped"] <= 0.1
+
+
+def test_max_weight_caps_an_eps_models_floor_weight_where_snr_vanishes():
+    d = GaussianDiffusion.from_schedule("cosine", 1000)
+    t = torch.tensor([300, 900, 999])
+    snr = d.snr(t)
+    floored = d.min_snr_weight(t, 5.0, floor=0.5)  # ε-weight max(SNR, 0.5) / SNR: ~2e8 at t = 999
+    assert torch.allclose(floored, snr.clamp(min=0.5, max=5.0) / snr)
+    capped = d.min_snr_weight(t, 5.0, floor=0.5, max_weight=20.0)
+    assert torch.allclose(capped, floored.clamp(max=20.0)) and capped[0] == floored[0] and capped[2] == 20.0
+    with pytest.raises(ValueError, match="max_weight"):
+        d.min_snr_weight(t, 5.0, max_weight=0.0)

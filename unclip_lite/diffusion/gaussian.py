@@ -180,7 +180,8 @@ class GaussianDiffusion:
         ab = self.alphas_cumprod.to(t.device)[t]
         return ab / (1.0 - ab)
 
-    def min_snr_weight(self, t: torch.Tensor, gamma: float = 5.0, floor: float = 0.0) -> torch.Tensor:
+    def min_snr_weight(self, t: torch.Tensor, gamma: float = 5.0, floor: float = 0.0,
+                       max_weight: float | None = None) -> torch.Tensor:
         """Per-example loss weight of Min-SNR-γ (Hang et al. 2023, eq. 6), ``[B]`` float64.
 
         Written as a weight on x_0's squared error, min(SNR, γ) caps how much the nearly clean
@@ -191,14 +192,19 @@ class GaussianDiffusion:
         ``floor`` > 0 also raises the x_0 weight of the noisiest steps to at least ``floor``
         (min(max(SNR, floor), γ)): a model that must read a conditioning image at high noise,
         such as an upsampler, otherwise learns that there at a weight of SNR ≈ 0.
+        ``max_weight`` caps the returned weight: an ε-model's floor weight floor/SNR grows
+        without bound as SNR -> 0 (its x_0 error there is its ε error × √(1/SNR)).
         """
         if gamma <= 0:
             raise ValueError(f"min-SNR gamma must be positive, got {gamma}")
         if not 0 <= floor <= gamma:
             raise ValueError(f"the SNR floor must be in [0, gamma={gamma}], got {floor}")
         snr = self.snr(t)
+        if max_weight is not None and max_weight <= 0:
+            raise ValueError(f"max_weight must be positive, got {max_weight}")
         capped = snr.clamp(min=floor, max=gamma)
-        return {"eps": capped / snr, "x0": capped, "v": capped / (snr + 1.0)}[self.parameterization]
+        weight = {"eps": capped / snr, "x0": capped, "v": capped / (snr + 1.0)}[self.parameterization]
+        return weight if max_weight is None else weight.clamp(max=max_weight)
 
     # -- converting between x_0, ε and v (all at the same x_t, t) -----------------------------
     def predict_x0_from_eps(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
