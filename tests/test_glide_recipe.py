@@ -357,3 +357,32 @@ def test_max_weight_caps_an_eps_models_floor_weight_where_snr_vanishes():
     assert torch.allclose(capped, floored.clamp(max=20.0)) and capped[0] == floored[0] and capped[2] == 20.0
     with pytest.raises(ValueError, match="max_weight"):
         d.min_snr_weight(t, 5.0, max_weight=0.0)
+
+
+def test_high_noise_draws_that_share_of_the_batch_from_the_noisiest_steps():
+    d = GaussianDiffusion.from_schedule("cosine", 1000)
+    seen = []
+
+    class Recorder(torch.nn.Module):  # records the timesteps it is asked about
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, tokens):
+            seen.append(t.clone())
+            return torch.zeros_like(x) + self.w
+
+    model = Recorder()
+
+    batch = (torch.zeros(10, 3, 8, 8), torch.zeros(10, 4, dtype=torch.long))
+    torch.manual_seed(0)
+    for _ in range(20):
+        diffusion_loss(d, 5.0, high_noise=(0.4, 900))(model, batch)
+    t = torch.stack(seen)  # [20, 10]
+    assert (t[:, :4] >= 900).all() and (t[:, :4] < 1000).all()
+    assert (t[:, 4:] < 900).any()  # the rest stays uniform over all steps
+    seen.clear()
+    diffusion_loss(d, 5.0)(model, batch)
+    assert (seen[0] < 900).any()
+    with pytest.raises(ValueError, match="high_noise"):
+        diffusion_loss(d, 5.0, high_noise=(0.4, 1000))
