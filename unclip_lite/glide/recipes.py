@@ -92,12 +92,13 @@ def _caption_positions_recipe() -> GlideRecipe:
     # weight (capped at 20x the ε-loss) it does, and 40% of each batch draws t from the noisiest 15%
     # of steps (else ~12% of a uniform batch: too few examples of a named position there). Without
     # the floor the position features did not move and position stayed at chance (0.20) for 500
-    # steps; with the floor alone, 0.225 after 500.
+    # steps; with the floor alone, 0.225 after 500; with both, 0.40 after 600 of an 800-step run
+    # (data/experiments/glide-position-attempts.json), hence 3,000 steps.
     recipe = _caption_recipe()
-    recipe.model, recipe.eval_every = "shapes-tiny-positions", 200
+    recipe.model, recipe.eval_every = "shapes-tiny-positions", 250
     recipe.snr_floor, recipe.max_loss_weight = 0.5, 20.0
     recipe.high_noise_fraction, recipe.high_noise_from = 0.4, 850
-    recipe.train = replace(recipe.train, steps=800, lr=4e-4, ema_decay=0.995, checkpoint_every=200)
+    recipe.train = replace(recipe.train, steps=3000, lr=4e-4, ema_decay=0.995, checkpoint_every=250)
     return recipe
 
 
