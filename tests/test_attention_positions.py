@@ -92,3 +92,25 @@ def test_pixel_coordinates_are_row_major_fourier_features_of_x_and_y():
             angles = [k * torch.pi / 2 * v for k in (1, 2) for v in (x, y)]
             want = torch.tensor([torch.tensor(a).sin() for a in angles] + [torch.tensor(a).cos() for a in angles])
             assert torch.allclose(feats[r * 3 + c], want, atol=1e-6)
+
+
+def test_the_record_of_issue_11s_attempts_is_complete_and_starts_from_the_shipped_model():
+    """Chapter 05 §8 reads this record; every number there must come from a run we can name."""
+    import json
+
+    from unclip_lite.checkpoints import REGISTRY_DIR
+
+    doc = json.loads((REGISTRY_DIR.parent / "experiments" / "glide-position-attempts.json").read_text())
+    attempts = doc["attempts"]
+    assert len(attempts) >= 4
+    keys = {"eval_colour", "eval_shape", "eval_size", "eval_position", "eval_binding", "eval_both_right",
+            "eval_colours_swapped"}
+    for attempt in attempts:
+        assert attempt["command"].startswith("unclip-lite train glide --config shapes-tiny-")
+        assert len(attempt["commit"]) >= 7 and attempt["hardware"] and attempt["precision"]
+        curve = attempt["curve"]
+        assert curve[0]["step"] == 0 and [c["step"] for c in curve] == sorted(c["step"] for c in curve)
+        for point in curve:
+            assert keys <= set(point) and all(0.0 <= point[k] <= 1.0 for k in keys)
+        # step 0 is glide-shapes-tiny itself, judged the same way in every attempt
+        assert curve[0] == attempts[0]["curve"][0]
