@@ -85,7 +85,7 @@ def _caption_recipe() -> GlideRecipe:
 
 
 def _caption_positions_recipe() -> GlideRecipe:
-    # Issue 11, second try: the same fine-tune, but the model's attention layers learn where each
+    # Issue 11: the caption-mix fine-tune, but the model's attention layers learn where each
     # pixel is (UNetConfig.attention_positions, zero at first, so step 0 is glide-shapes-tiny), and
     # the noisiest steps, where the layout is decided, count: an ε-loss weighs x_0's error by SNR,
     # ~0.02 at t = 900, so placing the object well earns almost nothing. With a floor of 0.5 on x_0's
