@@ -167,6 +167,8 @@ register(ModelKind(
     "clip", CLIPBundle, "CLIP image and text towers (Shapes, Emoji; a noise-aware one guides GLIDE)",
     recipes={
         "shapes-tiny": RecipeEntry(clip_recipes.Recipe, clip_recipes.train_shapes_clip, clip_recipes.evaluate_shapes),
+        "shapes-tiny-pairs": RecipeEntry(clip_recipes.pairs_recipe, clip_recipes.train_shapes_clip,
+                                         clip_recipes.evaluate_shapes),
         "emoji-tiny": RecipeEntry(emoji_recipe.EmojiRecipe, emoji_recipe.train_emoji_clip, emoji_recipe.evaluate_emoji),
         "shapes-tiny-noised": RecipeEntry(noised_clip.NoisedClipRecipe, noised_clip.train_noised_clip,
                                           lambda b: noised_clip.evaluate_noised_clip(b, n=500)),

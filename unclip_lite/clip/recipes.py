@@ -1,7 +1,11 @@
-"""How the shipped CLIPs are trained and judged: ``clip-shapes-tiny`` and ``clip-emoji-tiny``.
+"""How the shipped Shapes CLIPs are trained and judged: ``clip-shapes-tiny`` and ``clip-shapes-tiny-pairs``.
 
 ``unclip-lite train clip --config shapes-tiny`` and ``unclip-lite eval clip-shapes-tiny``
 call these functions; chapter 02 calls them too, with a shorter schedule.
+``clip-shapes-tiny-pairs`` (recipe ``shapes-tiny-pairs``) also sees two-object scenes — a
+quarter of each batch, the mix GLIDE is trained with — so that the embeddings of "a red
+circle to the left of a blue square" that unCLIP's prior and decoder stand on are inside
+its training distribution.
 """
 from __future__ import annotations
 
@@ -38,6 +42,12 @@ class Recipe:
     data: ShapesData = field(default_factory=ShapesData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=600, lr=2e-3, warmup=100, weight_decay=0.1, log_every=10))
+
+
+def pairs_recipe() -> Recipe:
+    """``shapes-tiny-pairs``: the CLIP that unCLIP stands on (one- and two-object scenes)."""
+    return Recipe(data=ShapesData(two_object_fraction=0.25), train=TrainConfig(
+        steps=800, lr=2e-3, warmup=100, weight_decay=0.1, log_every=10))
 
 
 def shapes_vocab() -> CompactVocab:
@@ -137,6 +147,42 @@ def evaluate_shapes(bundle: CLIPBundle, n: int = 1000) -> dict:
     r = retrieval_metrics(bundle.encode_images(images), bundle.encode_texts(texts), ks=(1, 5))
     metrics.update({f"heldout_{k}": v for k, v in r.items()})
     metrics["chance_joint"] = 1 / len(prompts)
+    metrics.update(evaluate_pairs(bundle, n=min(n, 500)))
+    return metrics
+
+
+def swapped(scenes: shapes.Scenes, what: str) -> shapes.Scenes:
+    """Two-object scenes with the objects' colours, shapes or the relation swapped: the caption
+    of the result uses the same words in the wrong places ("a blue circle left of a red square")."""
+    fields = dict(scenes.__dict__)
+    if what == "relation":  # left <-> right, above <-> below (RELATIONS lists them in pairs)
+        fields["relation"] = scenes.relation ^ 1
+    else:
+        fields[what] = scenes.__dict__[what].flip(1)
+    return shapes.Scenes(**fields)
+
+
+@torch.no_grad()
+def evaluate_pairs(bundle: CLIPBundle, n: int = 500, seed: int = 7) -> dict:
+    """How a CLIP reads two-object scenes (unCLIP §7 blames binding failures on CLIP).
+
+    ``pairs_image_to_text_R@k`` / ``pairs_text_to_image_R@k``: retrieval among ``n`` fresh
+    two-object scenes of training pairs, each with "a {a} {relation} a {b}".
+    ``pairs_swap_{colour,shape,relation}``: how often the image is closer to its own caption
+    than to the same words with the two colours (shapes; the relation) swapped — 0.5 is
+    chance; scenes whose swap changes nothing (two red objects) are left out.
+    """
+    images, scenes = shapes.eval_set("train", n, resolution=bundle.image_size, n_objects=2, seed=seed)
+    image_features = bundle.encode_images(images)  # [n, E]
+    own = bundle.encode_texts(shapes.captions(scenes, template=0))  # [n, E]
+    metrics = {f"pairs_{k}": v for k, v in retrieval_metrics(image_features, own, ks=(1, 5)).items()}
+    own_score = (image_features * own).sum(1)  # [n]
+    for what in ("colour", "shape", "relation"):
+        other = bundle.encode_texts(shapes.captions(swapped(scenes, what), template=0))
+        differs = torch.ones(n, dtype=torch.bool) if what == "relation" else \
+            scenes.__dict__[what][:, 0] != scenes.__dict__[what][:, 1]
+        wins = (own_score > (image_features * other).sum(1))[differs]
+        metrics[f"pairs_swap_{what}"] = wins.float().mean().item()
     return metrics
 
 

@@ -72,8 +72,8 @@ class PriorConfig:
 
 
 PRIOR_CONFIGS: dict[str, PriorConfig] = {
-    # Shapes: the embeddings of a 64-d CLIP, captions of up to 24 tokens
-    "shapes-tiny": PriorConfig(embed_dim=64, context_length=24, width=256, layers=4, heads=4),
+    # Shapes: the embeddings of the 128-d shapes-tiny CLIPs, captions of up to 16 tokens
+    "shapes-tiny": PriorConfig(embed_dim=128, context_length=16, width=256, layers=4, heads=4),
     # Karlo's released prior (diffusers PriorTransformer defaults): ViT-L/14 embeddings of 768,
     # 77 caption tokens, width 32 heads × 64, 20 layers; Karlo standardises the embeddings
     "karlo": PriorConfig(embed_dim=768, context_length=77, width=2048, layers=20, heads=32, scaling="standardise"),
@@ -153,6 +153,24 @@ class DiffusionPrior(nn.Module):
         if z.dim() != 2 or z.shape[1] != self.config.embed_dim:
             raise ValueError(f"{name} must be [B, {self.config.embed_dim}] (this prior's CLIP embedding "
                              f"width), got {tuple(z.shape)}")
+
+    # ------------------------------------------------------------------ the caption, or none
+    @staticmethod
+    def null_conditioning(text_embed: torch.Tensor, text_tokens: torch.Tensor,
+                          text_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """∅, the dropped caption (classifier-free guidance): z_t and every caption token zeroed,
+        and only the first caption slot visible (a row with no visible key would be NaN)."""
+        mask = torch.zeros_like(text_mask, dtype=torch.bool)
+        mask[:, 0] = True
+        return {"text_embed": torch.zeros_like(text_embed), "text_tokens": torch.zeros_like(text_tokens),
+                "text_mask": mask}
+
+    @classmethod
+    def drop_text(cls, conditioning: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``conditioning`` with the examples where ``drop`` [B] is True replaced by ∅ (§2.2: the
+        prior is trained with the text conditioning dropped 10% of the time)."""
+        null = cls.null_conditioning(**conditioning)
+        return {k: torch.where(drop.view(-1, *[1] * (v.dim() - 1)), null[k], v) for k, v in conditioning.items()}
 
     # ------------------------------------------------------------------ the network
     def forward(self, z_noisy: torch.Tensor, t: torch.Tensor, text_embed: torch.Tensor,

@@ -36,6 +36,7 @@ from .captioning import (
     caption_corpus,
     captions,
     parse_caption,
+    scenes_for_captions,
     zero_shot_prompt,
 )
 from .renderer import SDFS, render, sdf_circle, sdf_heart, sdf_square, sdf_star, sdf_triangle
@@ -77,7 +78,7 @@ __all__ = [
     # renderer
     "sdf_circle", "sdf_square", "sdf_triangle", "sdf_star", "sdf_heart", "SDFS", "render",
     # captioning
-    "SINGLE_TEMPLATES", "SHAPE_ONLY_TEMPLATES", "PAIR_TEMPLATES", "ZEROSHOT_TEMPLATE",
+    "scenes_for_captions", "SINGLE_TEMPLATES", "SHAPE_ONLY_TEMPLATES", "PAIR_TEMPLATES", "ZEROSHOT_TEMPLATE",
     "captions", "zero_shot_prompt", "parse_caption", "caption_corpus",
     # stream
     "make_batch", "ShapesStream", "eval_set",

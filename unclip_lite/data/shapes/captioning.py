@@ -11,7 +11,8 @@ import re
 
 import torch
 
-from .world import COLOURS, POSITION_NAMES, RELATION_NAMES, SHAPES, SIZE_NAMES, Scenes
+from .world import (COLOURS, POSITION_JITTER, POSITION_NAMES, POSITIONS, RELATION_NAMES, SHAPES, SIZE_NAMES, SIZES,
+                    Scenes, sample_scenes)
 
 # --------------------------------------------------------------------------------------
 # Captions
@@ -134,3 +135,46 @@ def caption_corpus() -> list[str]:
                     pair = {"objects": objects, "relation": relation}
                     texts += [_caption(pair, t) for t in PAIR_TEMPLATES]
     return sorted(set(texts))
+
+
+def scenes_for_captions(texts: list[str], generator: torch.Generator | int = 0) -> Scenes:
+    """Fresh scenes that each satisfy one caption: what the caption states is kept, everything
+    it leaves unsaid (size, position, jitter; where a pair sits) is drawn anew.
+
+    Two images of the same caption measure how much a caption pins an image down — the ceiling
+    for any model that predicts an image (or its embedding) from the caption alone. Every
+    caption must name a colour and a shape for each object, and all must have as many objects.
+    """
+    gen = generator if isinstance(generator, torch.Generator) else torch.Generator().manual_seed(generator)
+    parsed = [parse_caption(t) for t in texts]
+    counts = {len(p["objects"]) for p in parsed}
+    if len(counts) != 1:
+        raise ValueError(f"captions name different numbers of objects: {sorted(counts)}")
+    k = counts.pop()
+    for text, p in zip(texts, parsed):
+        if any("colour" not in o or "shape" not in o for o in p["objects"]):
+            raise ValueError(f"caption {text!r} does not name a colour and a shape for each object")
+    n = len(texts)
+    if k == 1:
+        scenes = sample_scenes(n, gen, n_objects=1, split="all")
+    else:  # a pool of pairs, from which each caption takes one with its relation
+        pool = sample_scenes(8 * n + 32, gen, n_objects=2, split="all")
+        free = {r: (pool.relation == r).nonzero().flatten().tolist() for r in range(len(RELATION_NAMES))}
+        scenes = pool[torch.tensor([free[RELATION_NAMES.index(p["relation"])].pop() for p in parsed])]
+    colour = torch.tensor([[COLOURS.index(o["colour"]) for o in p["objects"]] for p in parsed])
+    shape = torch.tensor([[SHAPES.index(o["shape"]) for o in p["objects"]] for p in parsed])
+    fields = dict(scenes.__dict__, colour=colour, shape=shape)
+    if k == 1:
+        size, radius, x, y, position = (fields[f].clone() for f in ("size", "radius", "x", "y", "position"))
+        jitter = (torch.rand(n, 2, generator=gen) * 2 - 1) * POSITION_JITTER
+        for i, p in enumerate(parsed):
+            if "size" in p["objects"][0]:
+                size[i, 0] = SIZE_NAMES.index(p["objects"][0]["size"])
+                lo, hi = SIZES[p["objects"][0]["size"]]
+                radius[i, 0] = lo + (hi - lo) * torch.rand(1, generator=gen).item()
+            if "position" in p:
+                position[i] = POSITION_NAMES.index(p["position"])
+                cx, cy = POSITIONS[p["position"]]
+                x[i, 0], y[i, 0] = cx + jitter[i, 0], cy + jitter[i, 1]
+        fields.update(size=size, radius=radius, x=x, y=y, position=position)
+    return Scenes(**fields)

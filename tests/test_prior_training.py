@@ -1,0 +1,183 @@
+"""Issue 12: the diffusion prior's conditioning, loss, sampling, keep-best, checkpoint and bad input,
+checked against naive re-computations; and the Shapes helpers it is judged with."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import tiny_clip
+from unclip_lite.clip.recipes import evaluate_pairs, swapped
+from unclip_lite.data import shapes
+from unclip_lite.diffusion import GaussianDiffusion
+from unclip_lite.tokenizer import UnknownWordError
+from unclip_lite.unclip.bundle import PriorBundle, caption_conditioning, keep_best, prior_diffusion
+from unclip_lite.unclip.prior import DiffusionPrior, PriorConfig
+from unclip_lite.unclip.recipes import PriorData, PriorRecipe, prior_batches, prior_loss
+
+
+def tiny_prior(clip, scaling="standardise", seed=0) -> PriorBundle:
+    clip.manifest = {"sha256": "c1" * 32}
+    torch.manual_seed(seed)
+    cfg = PriorConfig(embed_dim=clip.dim, text_width=clip.model.config.text.width,
+                      context_length=clip.context_length, width=32, layers=2, heads=4, scaling=scaling)
+    model = DiffusionPrior(cfg)
+    with torch.no_grad():
+        model.out_proj.weight.normal_(std=0.5)
+    model.set_statistics(torch.randn(64, clip.dim) * 0.1 + 0.05)
+    return PriorBundle(model.eval(), "tiny-clip", "c1" * 32, prior_diffusion()).attach_clip(clip)
+
+
+def test_caption_conditioning_reads_the_clip_and_masks_after_the_end_token():
+    clip = tiny_clip(noised=False)
+    texts = ["a red star", "a small blue circle in the top left"]
+    cond = caption_conditioning(clip, texts)
+    tokens = clip.tokenize(texts)
+    assert torch.allclose(cond["text_embed"], clip.encode_texts(texts), atol=1e-6)
+    assert torch.allclose(cond["text_tokens"], clip.model.text.forward_tokens(tokens), atol=1e-6)
+    for row, mask in zip(tokens.tolist(), cond["text_mask"].tolist()):  # a naive loop
+        end = row.index(clip.vocab.EOT)
+        assert mask == [i <= end for i in range(len(row))]
+    with pytest.raises(UnknownWordError):
+        caption_conditioning(clip, ["a red zeppelin"])
+    with pytest.raises(ValueError, match="over the limit of context_length=16"):
+        caption_conditioning(clip, ["a red star " * 8])
+    with pytest.raises(ValueError, match="at least one"):
+        caption_conditioning(clip, [])
+
+
+def test_dropped_captions_are_the_null_conditioning_and_stay_finite():
+    clip = tiny_clip(noised=False)
+    prior = tiny_prior(clip)
+    cond = caption_conditioning(clip, ["a red star", "a blue heart", "a green square"])
+    drop = torch.tensor([False, True, False])
+    dropped = DiffusionPrior.drop_text(cond, drop)
+    null = DiffusionPrior.null_conditioning(**cond)
+    for k in cond:
+        assert torch.equal(dropped[k][0], cond[k][0]) and torch.equal(dropped[k][2], cond[k][2])
+        assert torch.equal(dropped[k][1], null[k][1])
+    assert dropped["text_mask"][1].tolist() == [True] + [False] * (clip.context_length - 1)
+    out = prior.model(torch.randn(3, clip.dim), torch.tensor([5, 500, 999]), **dropped)
+    assert torch.isfinite(out).all()
+
+
+def test_the_loss_is_the_x0_mse_in_the_diffusion_space():
+    clip = tiny_clip(noised=False)
+    prior = tiny_prior(clip)
+    z_i = F.normalize(torch.randn(4, clip.dim), dim=-1)
+    cond = caption_conditioning(clip, ["a red star"] * 4)
+    torch.manual_seed(3)
+    loss, _ = prior_loss(prior.diffusion)(prior.model, (z_i, cond))
+    torch.manual_seed(3)  # the same t and noise, by hand
+    diffusion = GaussianDiffusion.from_schedule("cosine", 1000, parameterization="x0")
+    t = torch.randint(0, 1000, (4,))
+    x0 = (z_i - prior.model.clip_mean) / prior.model.clip_std
+    noise = torch.randn_like(x0)
+    ab = diffusion.alphas_cumprod[t].float()[:, None]
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    expected = ((prior.model(xt, t, **cond) - x0) ** 2).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("scaling", ["scale", "standardise"])
+def test_the_diffusion_space_round_trips(scaling):
+    prior = tiny_prior(tiny_clip(noised=False), scaling)
+    z = F.normalize(torch.randn(5, prior.dim), dim=-1)
+    x = prior.model.to_diffusion_space(z)
+    assert torch.allclose(prior.model.from_diffusion_space(x), z, atol=1e-6)
+    if scaling == "scale":
+        assert torch.allclose(x, 17.2 * z)
+
+
+def test_keep_best_matches_a_loop_and_rejects_bad_shapes():
+    g = torch.Generator().manual_seed(0)
+    candidates, z_t = torch.randn(6, 3, 8, generator=g), torch.randn(6, 8, generator=g)
+    best = keep_best(candidates, z_t)
+    for b in range(6):
+        scores = [float(candidates[b, j] @ z_t[b]) for j in range(3)]
+        assert torch.equal(best[b], candidates[b, scores.index(max(scores))])
+    with pytest.raises(ValueError, match="candidates must be"):
+        keep_best(candidates[:, 0], z_t)
+    with pytest.raises(ValueError, match="candidates must be"):
+        keep_best(candidates, z_t[:5])
+
+
+def test_sampling_reproduces_keeps_the_best_candidate_and_checks_its_knobs():
+    clip = tiny_clip(noised=False)
+    prior = tiny_prior(clip)
+    texts = ["a red star", "a blue circle to the left of a green heart"]
+    z = prior.sample(texts, guidance=2.0, candidates=3, steps=4, seed=1)
+    assert z.shape == (2, clip.dim) and torch.allclose(z.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.equal(z, prior.sample(texts, guidance=2.0, candidates=3, steps=4, seed=1))
+    assert not torch.equal(z, prior.sample(texts, guidance=2.0, candidates=3, steps=4, seed=2))
+    for kwargs, message in [({"guidance": -1.0}, "guidance"), ({"guidance": 51.0}, "guidance"),
+                            ({"candidates": 0}, "candidates"), ({"candidates": 1.5}, "candidates"),
+                            ({"steps": 0}, "steps"), ({"steps": 1001}, "steps")]:
+        with pytest.raises(ValueError, match=message):
+            prior.sample(texts, **kwargs)
+
+
+def test_embeddings_of_the_wrong_width_are_refused():
+    prior = tiny_prior(tiny_clip(noised=False))
+    with pytest.raises(ValueError, match=r"\[B, 32\]"):
+        prior.model.set_statistics(torch.randn(10, 16))
+    cond = caption_conditioning(prior.clip, ["a red star"])
+    with pytest.raises(ValueError, match="z_noisy must be"):
+        prior.model(torch.randn(1, 31), torch.tensor([3]), **cond)
+
+
+def test_a_prior_refuses_a_clip_it_was_not_trained_on_and_round_trips(tmp_path):
+    clip = tiny_clip(noised=False)
+    prior = tiny_prior(clip)
+    other = tiny_clip(noised=False)
+    other.manifest = {"sha256": "ff" * 32}
+    with pytest.raises(ValueError, match="trained on the embeddings of 'tiny-clip'"):
+        prior.attach_clip(other)
+    path = prior.save(tmp_path / "prior.safetensors", manifest={"command": "test"})
+    loaded = PriorBundle.load(path, clip=clip)
+    assert loaded.clip_name == "tiny-clip" and torch.equal(loaded.model.clip_std, prior.model.clip_std)
+    texts = ["a pink heart"]
+    assert torch.equal(loaded.sample(texts, steps=3), prior.sample(texts, steps=3))
+    with pytest.raises(ValueError, match="sha256"):
+        PriorBundle.load(path, clip=other)
+
+
+def test_training_batches_are_a_pure_function_of_the_index_and_drop_a_tenth():
+    clip = tiny_clip(noised=False)
+    batches = prior_batches(clip, PriorData(batch_size=200, text_drop=0.1))
+    z_a, cond_a = batches(3)
+    z_b, cond_b = batches(3)
+    assert torch.equal(z_a, z_b) and all(torch.equal(cond_a[k], cond_b[k]) for k in cond_a)
+    dropped = (cond_a["text_embed"] == 0).all(1)
+    assert 5 <= int(dropped.sum()) <= 40
+    assert PriorRecipe().clip == "clip-shapes-tiny-pairs"  # the CLIP that has seen two-object scenes
+
+
+def test_scenes_for_captions_keep_what_each_caption_states():
+    for objects in (1, 2):
+        scenes = shapes.sample_scenes(40, 5, n_objects=objects)
+        texts = shapes.captions(scenes, 5)
+        again = shapes.scenes_for_captions(texts, 6)
+        for text, label in zip(texts, again.labels()):
+            stated, drawn = shapes.parse_caption(text), label
+            for a, b in zip(stated["objects"], drawn["objects"]):
+                assert all(b[key] == value for key, value in a.items()), (text, label)
+            assert stated.get("position", drawn.get("position")) == drawn.get("position")
+            assert stated.get("relation") == drawn.get("relation")
+    with pytest.raises(ValueError, match="different numbers of objects"):
+        shapes.scenes_for_captions(["a red star", "a red star above a blue heart"])
+    with pytest.raises(ValueError, match="colour and a shape"):
+        shapes.scenes_for_captions(["a large star"])
+
+
+def test_swapped_scenes_swap_one_thing_and_evaluate_pairs_is_at_chance_for_an_untrained_clip():
+    scenes = shapes.sample_scenes(12, 1, n_objects=2)
+    for what in ("colour", "shape"):
+        s = swapped(scenes, what)
+        assert torch.equal(getattr(s, what)[:, 0], getattr(scenes, what)[:, 1])
+    s = swapped(scenes, "relation")
+    names = shapes.RELATION_NAMES
+    opposite = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below",
+                "below": "above"}
+    assert [names[i] for i in s.relation] == [opposite[names[i]] for i in scenes.relation]
+    metrics = evaluate_pairs(tiny_clip(noised=False), n=64)
+    assert set(metrics) >= {"pairs_swap_colour", "pairs_swap_shape", "pairs_swap_relation", "pairs_image_to_text_R@1"}
+    assert all(0 <= v <= 1 for v in metrics.values())

@@ -1,0 +1,216 @@
+"""How the shipped ``prior-shapes-tiny`` is trained and judged (unCLIP §2.2, Appendix C).
+
+``unclip-lite train prior --config shapes-tiny`` and ``unclip-lite eval prior-shapes-tiny``
+call these functions; chapter 07 calls them too, with a shorter schedule.
+
+Training: Shapes scenes of the training split only (one object, and two with a relation in a
+quarter of each batch, the mix GLIDE and the CLIP were trained on), each captioned by a random
+template; the frozen CLIP gives the target z_i (the image's embedding) and the conditioning
+(z_t and the caption's per-token outputs). The prior predicts z_i itself (x_0) with an MSE
+loss at a uniform timestep of a 1,000-step cosine schedule, and 10% of captions are dropped
+so that the same network can be guided.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from unclip_lite.clip.bundle import CLIPBundle, load_clip
+from unclip_lite.clip.recipes import zero_shot_prompts
+from unclip_lite.clip.zeroshot import recall_at_k
+from unclip_lite.data import shapes
+from unclip_lite.train import TrainConfig, Trainer
+from unclip_lite.unclip.bundle import PriorBundle, caption_conditioning, prior_diffusion
+from unclip_lite.unclip.prior import DiffusionPrior, get_prior_config
+
+
+@dataclass
+class PriorData:
+    batch_size: int = 256
+    two_object_fraction: float = 0.25
+    text_drop: float = 0.1  # §2.2: captions dropped 10% of the time (classifier-free guidance)
+    seed: int = 0
+
+
+@dataclass
+class PriorRecipe:
+    model: str = "shapes-tiny"
+    clip: str = "clip-shapes-tiny-pairs"  # the CLIP whose embeddings it learns (frozen)
+    scaling: str = "standardise"  # "scale" (the paper's ×17.2) or "standardise" (Karlo's mean/std)
+    data: PriorData = field(default_factory=PriorData)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=1200, lr=5e-4, warmup=100, weight_decay=0.05, min_lr_ratio=0.1,
+        ema_decay=0.995, log_every=25, checkpoint_every=200))
+    statistics_n: int = 4096  # training image embeddings whose mean and std standardise them
+    eval_every: int | None = 300  # judge the EMA prior every N steps (the curve in the manifest)
+
+
+def shapes_stream(clip: CLIPBundle, data: PriorData, seed_offset: int = 0) -> shapes.ShapesStream:
+    return shapes.ShapesStream(data.batch_size, clip.image_size, seed=data.seed + seed_offset,
+                               two_object_fraction=data.two_object_fraction)
+
+
+def prior_batches(clip: CLIPBundle, data: PriorData):
+    """``batches(index, rank, world) -> (z_i [B, E], conditioning)`` for the trainer, a pure
+    function of the index (the dropped captions too), so a resumed run sees the same batches."""
+    stream = shapes_stream(clip, data)
+
+    def batches(index: int, rank: int = 0, world: int = 1):
+        images, texts, _ = stream.batch(index)
+        mine = slice(rank * len(texts) // world, (rank + 1) * len(texts) // world)
+        z_i = clip.encode_images(images[mine])  # [B, E] unit vectors
+        cond = caption_conditioning(clip, texts[mine])
+        drop = torch.rand(len(z_i), generator=torch.Generator().manual_seed(data.seed * 7919 + index)) < data.text_drop
+        return z_i, DiffusionPrior.drop_text(cond, drop)
+
+    return batches
+
+
+def prior_loss(diffusion):
+    """The trainer's ``loss_fn``: the MSE between ẑ_0 and z_i in the diffusion space (§2.2)."""
+
+    def loss_fn(model, batch):
+        z_i, cond = batch
+        net = getattr(model, "module", model)  # under DDP the wrapper hides the helper methods
+        device = next(model.parameters()).device
+        x0 = net.to_diffusion_space(z_i.to(device))  # [B, E]
+        t = diffusion.sample_timesteps(len(x0), device=device)
+        terms = diffusion.training_losses(model, x0, t, model_kwargs={k: v.to(device) for k, v in cond.items()})
+        return terms["loss"].mean(), {}
+
+    return loss_fn
+
+
+@torch.no_grad()
+def training_statistics(clip: CLIPBundle, data: PriorData, n: int) -> torch.Tensor:
+    """``n`` training image embeddings [n, E] (another seed than the batches): for the
+    standardisation and the mean-embedding baseline."""
+    stream = shapes_stream(clip, replace(data, batch_size=min(n, 1024)), seed_offset=10_007)
+    out, index = [], 0
+    while sum(len(z) for z in out) < n:
+        out.append(clip.encode_images(stream.batch(index)[0]))
+        index += 1
+    return torch.cat(out)[:n]
+
+
+def new_prior(recipe: PriorRecipe, clip: CLIPBundle) -> PriorBundle:
+    config = get_prior_config(recipe.model)
+    config.embed_dim, config.text_width = clip.dim, clip.model.config.text.width
+    config.context_length, config.scaling = clip.context_length, recipe.scaling
+    torch.manual_seed(recipe.train.seed)
+    model = DiffusionPrior(config)
+    model.set_statistics(training_statistics(clip, recipe.data, recipe.statistics_n))
+    return PriorBundle(model, recipe.clip, clip.manifest["sha256"], prior_diffusion()).attach_clip(clip)
+
+
+def train_prior(recipe: PriorRecipe | None = None, out_dir: str | Path | None = None, resume: bool = True,
+                live_plot: bool = False, max_minutes: float | None = None) -> tuple[PriorBundle, Trainer]:
+    """Train a diffusion prior with the shared trainer; returns the bundle holding the EMA weights."""
+    recipe = recipe or PriorRecipe()
+    clip = load_clip(recipe.clip)
+    bundle = new_prior(recipe, clip)
+    evaluate = None
+    if recipe.eval_every:
+        def evaluate(raw_model, step):
+            snapshot = replace(bundle, model=trainer.averaged_model().eval())
+            return {f"eval_{k}": round(v, 4) for k, v in quick_metrics(snapshot, n=200).items()}
+
+    trainer = Trainer(bundle.model, prior_loss(bundle.diffusion), prior_batches(clip, recipe.data), recipe.train,
+                      out_dir=out_dir, live_plot=live_plot, evaluate=evaluate, eval_every=recipe.eval_every)
+    if resume and out_dir:
+        trainer.resume()
+    trainer.fit(max_minutes=max_minutes)
+    bundle.model = trainer.averaged_model().eval()
+    bundle.extra = {"recipe": {"model": recipe.model, "clip": recipe.clip, "scaling": recipe.scaling,
+                               "data": asdict(recipe.data), "train": asdict(recipe.train)}}
+    return bundle, trainer
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+GROUPS = {  # name: (split, objects per scene)
+    "heldout": ("heldout", 1),  # single objects of colour × shape pairs the prior never saw
+    "seen": ("train", 1),       # single objects of training pairs, fresh scenes
+    "pairs": ("train", 2),      # two objects and a relation, fresh scenes
+}
+
+
+@torch.no_grad()
+def held_out_captions(clip: CLIPBundle, group: str, n: int, seed: int = 11) -> dict:
+    """Fresh captioned scenes of a group: texts, the true z_i, and z_i′ of another image of the
+    same caption (:func:`~unclip_lite.data.shapes.scenes_for_captions`: the ceiling)."""
+    split, objects = GROUPS[group]
+    images, scenes = shapes.eval_set(split, n, resolution=clip.image_size, n_objects=objects, seed=seed)
+    texts = shapes.captions(scenes, seed)
+    other = shapes.render(shapes.scenes_for_captions(texts, seed + 1), clip.image_size)
+    return {"texts": texts, "scenes": scenes, "z_i": clip.encode_images(images), "z_i_other": clip.encode_images(other)}
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return F.cosine_similarity(a, b, dim=-1).mean().item()
+
+
+@torch.no_grad()
+def attribute_accuracy(clip: CLIPBundle, z: torch.Tensor, scenes: shapes.Scenes) -> dict:
+    """Classify embeddings ``z`` [n, E] of single-object scenes with the 40 zero-shot prompts."""
+    prompts, pairs = zero_shot_prompts()
+    predicted = torch.tensor(pairs)[(z @ clip.encode_texts(prompts).T).argmax(1)]  # [n, 2]
+    colour_ok, shape_ok = predicted[:, 0] == scenes.colour[:, 0], predicted[:, 1] == scenes.shape[:, 0]
+    return {"colour": colour_ok.float().mean().item(), "shape": shape_ok.float().mean().item(),
+            "joint": (colour_ok & shape_ok).float().mean().item()}
+
+
+@torch.no_grad()
+def quick_metrics(bundle: PriorBundle, n: int = 200, guidance: float = 1.0, candidates: int = 1,
+                  steps: int = 32) -> dict:
+    """The training curve's numbers: cosine(ẑ_i, z_i) on two groups and held-out joint accuracy."""
+    out = {}
+    for group in ("heldout", "pairs"):
+        data = held_out_captions(bundle.clip, group, n)
+        z = bundle.sample(data["texts"], guidance=guidance, candidates=candidates, steps=steps)
+        out[f"{group}_cos"] = cosine(z, data["z_i"])
+        if group == "heldout":
+            out["heldout_joint"] = attribute_accuracy(bundle.clip, z, data["scenes"])["joint"]
+    return out
+
+
+@torch.no_grad()
+def evaluate_prior(bundle: PriorBundle, n: int = 500, guidance: float = 2.0, candidates: int = 2,
+                   steps: int = 64, sweep_n: int = 200, pool: int = 1000) -> dict:
+    """The acceptance metrics of a prior, one flat dict (keys in the README and chapter 07).
+
+    Per group (``heldout``, ``seen``, ``pairs``): ``{group}_cos`` = cosine(ẑ_i, z_i) beside the
+    baselines ``_cos_text`` (z_t itself), ``_cos_mean`` (the mean training image embedding) and
+    the ceiling ``_cos_same_caption`` (two images of one caption); ``_R@1``/``_R@5``: the true
+    image's rank among ``pool`` candidates by ẑ_i, and ``_text_R@k`` by z_t; single-object
+    groups add zero-shot ``_colour``/``_shape``/``_joint`` of ẑ_i (and ``_text_joint`` of z_t).
+    ``sweep_…``: cosine and held-out joint at other guidance scales and candidate counts.
+    """
+    clip = bundle.clip
+    mean = F.normalize(training_statistics(clip, PriorData(), 4096).mean(0, keepdim=True), dim=-1)  # [1, E]
+    metrics: dict = {"guidance": guidance, "candidates": candidates, "steps": steps}
+    for group in GROUPS:
+        data = held_out_captions(clip, group, n)
+        cond = caption_conditioning(clip, data["texts"])
+        z = bundle.sample(data["texts"], guidance, candidates, steps, conditioning=cond)
+        z_t, z_i = cond["text_embed"], data["z_i"]
+        metrics.update({f"{group}_cos": cosine(z, z_i), f"{group}_cos_text": cosine(z_t, z_i),
+                        f"{group}_cos_mean": cosine(mean.expand_as(z_i), z_i),
+                        f"{group}_cos_same_caption": cosine(data["z_i_other"], z_i)})
+        distractors = held_out_captions(clip, group, max(pool - n, 0), seed=23)["z_i"]
+        candidates_z = torch.cat([z_i, distractors])  # [pool, E]; the true image of caption j is row j
+        for name, query in (("", z), ("_text", z_t)):
+            metrics.update({f"{group}{name}_R@{k}": recall_at_k(query @ candidates_z.T, k) for k in (1, 5)})
+        if GROUPS[group][1] == 1:
+            metrics.update({f"{group}_{k}": v for k, v in attribute_accuracy(clip, z, data["scenes"]).items()})
+            metrics[f"{group}_text_joint"] = attribute_accuracy(clip, z_t, data["scenes"])["joint"]
+    data = held_out_captions(clip, "heldout", sweep_n, seed=31)
+    cond = caption_conditioning(clip, data["texts"])
+    for g, k in ((0.0, 1), (1.0, 1), (1.0, 2), (2.0, 1), (2.0, 2), (4.0, 2)):
+        z = bundle.sample(data["texts"], g, k, steps, conditioning=cond)
+        metrics[f"sweep_g{g:g}_k{k}_heldout_cos"] = cosine(z, data["z_i"])
+        metrics[f"sweep_g{g:g}_k{k}_heldout_joint"] = attribute_accuracy(clip, z, data["scenes"])["joint"]
+    return metrics
