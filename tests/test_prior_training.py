@@ -9,7 +9,7 @@ from unclip_lite.clip.recipes import evaluate_pairs, swapped
 from unclip_lite.data import shapes
 from unclip_lite.diffusion import GaussianDiffusion
 from unclip_lite.tokenizer import UnknownWordError
-from unclip_lite.unclip.bundle import PriorBundle, caption_conditioning, keep_best, prior_diffusion
+from unclip_lite.unclip.bundle import PriorBundle, caption_conditioning, keep_best
 from unclip_lite.unclip.prior import DiffusionPrior, PriorConfig
 from unclip_lite.unclip.recipes import PriorData, PriorRecipe, prior_batches, prior_loss
 
@@ -23,7 +23,7 @@ def tiny_prior(clip, scaling="standardise", seed=0) -> PriorBundle:
     with torch.no_grad():
         model.out_proj.weight.normal_(std=0.5)
     model.set_statistics(torch.randn(64, clip.dim) * 0.1 + 0.05)
-    return PriorBundle(model.eval(), "tiny-clip", "c1" * 32, prior_diffusion()).attach_clip(clip)
+    return PriorBundle(model.eval(), "tiny-clip", "c1" * 32).attach_clip(clip)
 
 
 def test_caption_conditioning_reads_the_clip_and_masks_after_the_end_token():
@@ -65,7 +65,7 @@ def test_the_loss_is_the_x0_mse_in_the_diffusion_space():
     z_i = F.normalize(torch.randn(4, clip.dim), dim=-1)
     cond = caption_conditioning(clip, ["a red star"] * 4)
     torch.manual_seed(3)
-    loss, _ = prior_loss(prior.diffusion)(prior.model, (z_i, cond))
+    loss, _ = prior_loss(prior.diffusion)(prior.model, (z_i, cond, torch.zeros(4, dtype=torch.bool)))
     torch.manual_seed(3)  # the same t and noise, by hand
     diffusion = GaussianDiffusion.from_schedule("cosine", 1000, parameterization="x0")
     t = torch.randint(0, 1000, (4,))
@@ -143,11 +143,11 @@ def test_a_prior_refuses_a_clip_it_was_not_trained_on_and_round_trips(tmp_path):
 def test_training_batches_are_a_pure_function_of_the_index_and_drop_a_tenth():
     clip = tiny_clip(noised=False)
     batches = prior_batches(clip, PriorData(batch_size=200, text_drop=0.1))
-    z_a, cond_a = batches(3)
-    z_b, cond_b = batches(3)
+    z_a, cond_a, drop_a = batches(3)
+    z_b, cond_b, drop_b = batches(3)
     assert torch.equal(z_a, z_b) and all(torch.equal(cond_a[k], cond_b[k]) for k in cond_a)
-    dropped = (cond_a["text_embed"] == 0).all(1)
-    assert 5 <= int(dropped.sum()) <= 40
+    assert torch.equal(drop_a, drop_b) and torch.equal((cond_a["text_embed"] == 0).all(1), drop_a)
+    assert 5 <= int(drop_a.sum()) <= 40
     assert PriorRecipe().clip == "clip-shapes-tiny-pairs"  # the CLIP that has seen two-object scenes
 
 
@@ -181,3 +181,134 @@ def test_swapped_scenes_swap_one_thing_and_evaluate_pairs_is_at_chance_for_an_un
     metrics = evaluate_pairs(tiny_clip(noised=False), n=64)
     assert set(metrics) >= {"pairs_swap_colour", "pairs_swap_shape", "pairs_swap_relation", "pairs_image_to_text_R@1"}
     assert all(0 <= v <= 1 for v in metrics.values())
+
+
+# ----------------------------------------------------------------------------- the AR prior
+
+from unclip_lite.unclip.ar_prior import (ARPrior, ARPriorConfig, choose_components, dequantise, fit_pca,  # noqa: E402
+                                         pca_error_curve, quantise, top_half)
+from unclip_lite.unclip.bundle import ARPriorBundle  # noqa: E402
+from unclip_lite.unclip.recipes import ar_prior_loss  # noqa: E402
+
+
+def embeddings(n=400, E=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(0, -2, E)  # a few strong directions, many weak ones
+    basis = torch.linalg.qr(torch.randn(E, E, generator=g))[0]
+    return F.normalize((torch.randn(n, E, generator=g) * scales) @ basis + 0.3, dim=-1)
+
+
+def test_pca_error_curve_matches_projecting_and_reconstructing():
+    z = embeddings()
+    mean, components, eigenvalues = fit_pca(z)
+    assert torch.allclose(components @ components.T, torch.eye(32), atol=1e-4)
+    assert (eigenvalues[:-1] >= eigenvalues[1:]).all()
+    errors = pca_error_curve(eigenvalues)
+    for k in (0, 1, 5, 17, 32):
+        kept = components[:k]
+        reconstructed = mean + ((z - mean) @ kept.T) @ kept
+        naive = ((z - reconstructed) ** 2).sum(1).mean()
+        assert errors[k].item() == pytest.approx(naive.item(), abs=1e-5)
+    k = choose_components(errors, 0.01)
+    assert errors[k] < 0.01 <= errors[k - 1]
+    with pytest.raises(ValueError, match="no number of components"):
+        choose_components(errors, -1.0)
+
+
+def test_buckets_round_trip_within_half_a_bin_and_match_a_loop():
+    g = torch.Generator().manual_seed(0)
+    values = torch.rand(50, 3, generator=g) * 4 - 2
+    low, high = torch.tensor([-2.0, -1.0, -3.0]), torch.tensor([2.0, 1.0, 3.0])
+    codes = quantise(values, low, high, 8)
+    for i in range(50):
+        for j in range(3):
+            width = float(high[j] - low[j]) / 8
+            expected = min(max(int((float(values[i, j]) - float(low[j])) // width), 0), 7)
+            assert int(codes[i, j]) == expected
+    inside = (values >= low) & (values <= high)
+    error = (dequantise(codes, low, high, 8) - values).abs()
+    assert (error[inside] <= ((high - low) / 16).expand_as(values)[inside] + 1e-6).all()
+
+
+def test_top_half_keeps_the_highest_bins_holding_half_the_mass():
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.25, 0.15], [0.7, 0.1, 0.1, 0.05, 0.05]])
+    got = top_half(probs)
+    # row 0: from the top 0.15, 0.40, 0.70 -> the top three bins; row 1: everything down to bin 0
+    assert torch.allclose(got[0], torch.tensor([0, 0, 0.3, 0.25, 0.15]) / 0.7)
+    assert torch.allclose(got[1], probs[1])
+
+
+def tiny_ar_prior(clip, components=6, buckets=16) -> ARPriorBundle:
+    clip.manifest = {"sha256": "c1" * 32}
+    torch.manual_seed(0)
+    cfg = ARPriorConfig(embed_dim=clip.dim, text_width=clip.model.config.text.width,
+                        context_length=clip.context_length, components=components, buckets=buckets, dot_buckets=8,
+                        width=32, layers=2, heads=4)
+    model = ARPrior(cfg)
+    model.set_codec(embeddings(200, clip.dim), embeddings(200, clip.dim, seed=1))
+    return ARPriorBundle(model.eval(), "tiny-clip", "c1" * 32).attach_clip(clip)
+
+
+def test_ar_prior_predicts_each_code_from_the_codes_before_it_only():
+    clip = tiny_clip(noised=False)
+    prior = tiny_ar_prior(clip)
+    cond = caption_conditioning(clip, ["a red star", "a blue heart above a green circle"])
+    codes = torch.randint(0, 16, (2, 6))
+    dot = torch.tensor([3, 5])
+    dot_logits, logits = prior.model(codes, dot, **cond)
+    assert dot_logits.shape == (2, 8) and logits.shape == (2, 6, 16)
+    for j in range(6):
+        changed = codes.clone()
+        changed[:, j:] = (changed[:, j:] + 7) % 16
+        _, again = prior.model(changed, dot, **cond)
+        assert torch.allclose(again[:, :j + 1], logits[:, :j + 1], atol=1e-5)  # code j sees codes < j
+        if j + 1 < 6:
+            assert not torch.allclose(again[:, j + 1], logits[:, j + 1])
+    other_dot, _ = prior.model(codes, dot + 1, **cond)
+    assert torch.allclose(other_dot, dot_logits, atol=1e-6)  # the dot token is predicted before it is read
+    short_dot, short = prior.model(codes[:, :2], dot, **cond)
+    assert torch.allclose(short, logits[:, :3], atol=1e-5) and torch.allclose(short_dot, dot_logits, atol=1e-5)
+
+
+def test_ar_prior_loss_is_the_mean_cross_entropy_of_its_k_plus_one_predictions():
+    clip = tiny_clip(noised=False)
+    prior = tiny_ar_prior(clip)
+    z_i = embeddings(4, clip.dim, seed=3)
+    cond = caption_conditioning(clip, ["a red star"] * 4)
+    drop = torch.tensor([False, True, False, False])
+    loss, _ = ar_prior_loss(prior.model, (z_i, DiffusionPrior.drop_text(cond, drop), drop))
+    codes, dot = prior.model.encode(z_i), prior.model.dot_token(z_i, cond["text_embed"])
+    dropped = DiffusionPrior.drop_text(cond, drop)
+    code_losses, dot_losses = [], []
+    for b in range(4):  # a loop over examples and positions
+        one = {k: v[b:b + 1] for k, v in dropped.items()}
+        dot_b = torch.tensor([8 if drop[b] else int(dot[b])])  # 8: the "none" token of a dropped caption
+        dot_logits, logits = prior.model(codes[b:b + 1], dot_b, **one)
+        code_losses += [F.cross_entropy(logits[0, j:j + 1], codes[b, j:j + 1]).item() for j in range(6)]
+        if not drop[b]:
+            dot_losses.append(F.cross_entropy(dot_logits, dot_b).item())
+    expected = (6 * sum(code_losses) / len(code_losses) + sum(dot_losses) / len(dot_losses)) / 7
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_ar_prior_samples_reproduce_round_trip_and_check_their_knobs(tmp_path):
+    clip = tiny_clip(noised=False)
+    prior = tiny_ar_prior(clip)
+    texts = ["a red star", "a blue circle to the left of a green heart"]
+    z = prior.sample(texts, guidance=2.0, candidates=2, seed=4)
+    assert z.shape == (2, clip.dim) and torch.allclose(z.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.equal(z, prior.sample(texts, guidance=2.0, candidates=2, seed=4))
+    path = prior.save(tmp_path / "ar.safetensors", manifest={"command": "test"})
+    loaded = ARPriorBundle.load(path, clip=clip)
+    assert torch.equal(loaded.sample(texts, seed=4), prior.sample(texts, seed=4))
+    for kwargs, message in [({"guidance": 60.0}, "guidance"), ({"candidates": 0}, "candidates"),
+                            ({"temperature": 0.0}, "temperature")]:
+        with pytest.raises(ValueError, match=message):
+            prior.sample(texts, **kwargs)
+
+
+def test_ar_prior_config_refuses_impossible_codecs():
+    with pytest.raises(ValueError, match="cannot keep 40 principal components of a 32-d"):
+        ARPriorConfig(embed_dim=32, components=40)
+    with pytest.raises(ValueError, match="at least 2 buckets"):
+        ARPriorConfig(embed_dim=32, components=4, buckets=1)

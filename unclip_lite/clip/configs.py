@@ -173,6 +173,13 @@ _PRESETS: dict[str, CLIPConfig] = {
         vision=VisionConfig(image_size=32, layers=4, width=128, heads=4, patch_size=4),
         text=TextConfig(context_length=16, vocab_size=512, width=128, heads=4, layers=4, eot_token_id=2),
     ),
+    # shapes-tiny reading captions of up to 20 tokens: the longest two-object caption is 17
+    # ("a picture of a cyan triangle to the right of a cyan square"); unCLIP's CLIP reads them
+    "shapes-tiny-pairs": CLIPConfig(
+        embed_dim=128,
+        vision=VisionConfig(image_size=32, layers=4, width=128, heads=4, patch_size=4),
+        text=TextConfig(context_length=20, vocab_size=512, width=128, heads=4, layers=4, eot_token_id=2),
+    ),
     # shapes-tiny whose image tower also reads the diffusion timestep: CLIP guidance (GLIDE §2.4)
     "shapes-tiny-noised": CLIPConfig(
         embed_dim=128,

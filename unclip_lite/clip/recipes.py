@@ -46,7 +46,7 @@ class Recipe:
 
 def pairs_recipe() -> Recipe:
     """``shapes-tiny-pairs``: the CLIP that unCLIP stands on (one- and two-object scenes)."""
-    return Recipe(data=ShapesData(two_object_fraction=0.25), train=TrainConfig(
+    return Recipe(model="shapes-tiny-pairs", data=ShapesData(two_object_fraction=0.25), train=TrainConfig(
         steps=800, lr=2e-3, warmup=100, weight_decay=0.1, log_every=10))
 
 

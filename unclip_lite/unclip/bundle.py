@@ -1,15 +1,17 @@
-"""A diffusion prior ready to use: the network, its diffusion, and the CLIP it stands on.
+"""The priors ready to use: the network, how it samples, and the CLIP it stands on.
 
 ::
 
     prior = PriorBundle.load("prior-shapes-tiny")        # also loads (and checks) its CLIP
     z_i = prior.sample(["a red star above a blue circle"], seed=0)   # [1, E] unit CLIP image embeddings
+    ar = ARPriorBundle.load("ar-prior-shapes-tiny")      # the same interface, autoregressive inside
 
 The prior reads a caption the way unCLIP's does (Ramesh et al. 2022, §2.2): the frozen CLIP's
 text embedding z_t and the text tower's per-token outputs. Sampling is DDIM over a strided
 subset of the 1,000 training steps (the paper uses 64) with classifier-free guidance, and draws
 ``candidates`` embeddings per caption, keeping the one with the larger dot product with z_t
 (§2.2: "we generate two samples of z_i and select the one with a higher dot product with z_t").
+The AR prior draws its codes one by one instead (:mod:`.ar_prior`); everything else is shared.
 
 A prior is only meaningful beside the CLIP whose embeddings it learned: the checkpoint
 records that CLIP's name and the sha256 of its weights, and pairing it with another CLIP is
@@ -23,6 +25,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from unclip_lite.bundle import Bundle
 from unclip_lite.checkpoints import load_state_into
@@ -30,6 +33,7 @@ from unclip_lite.clip.bundle import CLIPBundle, load_clip
 from unclip_lite.diffusion import ddim_sample_loop
 from unclip_lite.diffusion.config import DiffusionConfig
 from unclip_lite.diffusion.free_guidance import MAX_SCALE, classifier_free_guidance
+from unclip_lite.unclip.ar_prior import ARPrior, ARPriorConfig, top_half
 from unclip_lite.unclip.prior import DiffusionPrior, PriorConfig
 
 
@@ -75,24 +79,21 @@ def keep_best(candidates: torch.Tensor, text_embed: torch.Tensor) -> torch.Tenso
 
 
 @dataclass
-class PriorBundle(Bundle):
-    kind = "prior"
-    model: DiffusionPrior
+class CaptionPrior(Bundle):
+    """What both priors share: a network, the CLIP it learned (name and sha256), reading captions."""
+
+    model: torch.nn.Module
     clip_name: str  # the CLIP whose embeddings the prior learned, and its weights' sha256
     clip_sha256: str
-    diffusion_config: DiffusionConfig = field(default_factory=prior_diffusion)
     extra: dict = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
     clip: CLIPBundle | None = None  # attached on load (not saved: it is its own checkpoint)
-
-    def __post_init__(self):
-        self.diffusion = self.diffusion_config.build()
 
     @property
     def dim(self) -> int:
         return self.model.config.embed_dim
 
-    def attach_clip(self, clip: CLIPBundle) -> PriorBundle:
+    def attach_clip(self, clip: CLIPBundle) -> CaptionPrior:
         """Use ``clip`` to read captions; it must be the CLIP this prior was trained on."""
         sha = clip.manifest.get("sha256")
         if sha != self.clip_sha256:
@@ -109,31 +110,60 @@ class PriorBundle(Bundle):
             raise ValueError("attach the prior's CLIP first (PriorBundle.load does it)")
         return {k: v.to(self.device) for k, v in caption_conditioning(self.clip, texts).items()}
 
-    @torch.no_grad()
-    def sample(self, texts: Sequence[str], guidance: float = 2.0, candidates: int = 2, steps: int = 64,
-               seed: int | None = 0, conditioning: dict | None = None, progress: bool = False) -> torch.Tensor:
-        """Unit CLIP image embeddings [B, E], one per caption (or per row of ``conditioning``).
-
-        ``guidance``: classifier-free guidance scale in [0, 50] (1: the plain conditional prior);
-        ``candidates``: embeddings drawn per caption, the best by dot product with z_t kept
-        (1 disables the choice); ``steps``: DDIM steps out of the 1,000.
-        """
+    @staticmethod
+    def check_sampling(guidance: float, candidates: int) -> None:
         if not 0 <= guidance <= MAX_SCALE:
             raise ValueError(f"guidance must be in [0, {MAX_SCALE}], got {guidance}")
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}")
-        T = self.diffusion.num_timesteps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-            raise ValueError(f"steps must be an integer in [1, {T}], got {steps!r}")
+
+    def sample(self, texts: Sequence[str], guidance: float = 2.0, candidates: int = 2, seed: int | None = 0,
+               conditioning: dict | None = None, **kwargs) -> torch.Tensor:
+        """Unit CLIP image embeddings [B, E], one per caption (or per row of ``conditioning``):
+        ``candidates`` drawn per caption by :meth:`draw`, the best by dot product with z_t kept
+        (1 disables the choice); ``guidance``: classifier-free guidance scale in [0, 50]."""
+        self.check_sampling(guidance, candidates)
         cond = conditioning if conditioning is not None else self.conditioning(texts)
         B = len(cond["text_embed"])
         repeated = {k: v.repeat_interleave(candidates, 0) for k, v in cond.items()}  # [B·k, ...]
-        model_fn = classifier_free_guidance(self.model, guidance, repeated)
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
-        x = ddim_sample_loop(self.diffusion, model_fn, (B * candidates, self.dim), steps=steps,
-                             generator=generator, device=self.device, clip_denoised=False, progress=progress)
-        z = F.normalize(self.model.from_diffusion_space(x), dim=-1).view(B, candidates, self.dim)
+        z = self.draw(repeated, guidance, generator, **kwargs).view(B, candidates, self.dim)
         return keep_best(z, cond["text_embed"])
+
+    def draw(self, conditioning: dict, guidance: float, generator: torch.Generator | None, **kwargs) -> torch.Tensor:
+        """One unit embedding [B, E] per row of ``conditioning``."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, device: str | torch.device | None = None,
+             clip: CLIPBundle | None = None) -> CaptionPrior:
+        """The prior and its CLIP (``clip``, or the shipped one it names)."""
+        bundle = super().load(name_or_path, device)
+        return bundle.attach_clip(clip if clip is not None else load_clip(bundle.clip_name, device))
+
+
+@dataclass
+class PriorBundle(CaptionPrior):
+    """The diffusion prior (``model``: a :class:`~unclip_lite.unclip.prior.DiffusionPrior`)."""
+
+    kind = "prior"
+    diffusion_config: DiffusionConfig = field(default_factory=prior_diffusion)
+
+    def __post_init__(self):
+        self.diffusion = self.diffusion_config.build()
+
+    @torch.no_grad()
+    def draw(self, conditioning: dict, guidance: float, generator: torch.Generator | None, steps: int = 64,
+             progress: bool = False) -> torch.Tensor:
+        """DDIM over ``steps`` of the 1,000 steps (the paper: 64), guided; no clipping (embeddings
+        have no fixed range), then back from the diffusion space to unit CLIP embeddings."""
+        T = self.diffusion.num_timesteps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+            raise ValueError(f"steps must be an integer in [1, {T}], got {steps!r}")
+        model_fn = classifier_free_guidance(self.model, guidance, conditioning)
+        x = ddim_sample_loop(self.diffusion, model_fn, (len(conditioning["text_embed"]), self.dim), steps=steps,
+                             generator=generator, device=self.device, clip_denoised=False, progress=progress)
+        return F.normalize(self.model.from_diffusion_space(x), dim=-1)
 
     def config_dict(self) -> dict:
         return {"prior": self.model.config.to_dict(), "clip": {"name": self.clip_name, "sha256": self.clip_sha256},
@@ -144,12 +174,45 @@ class PriorBundle(Bundle):
         model = DiffusionPrior(PriorConfig.from_dict(config["prior"]))
         if state_dict is not None:
             load_state_into(model, state_dict, source=source)
-        return cls(model.eval(), config["clip"]["name"], config["clip"]["sha256"],
-                   DiffusionConfig(**config["diffusion"]), config.get("extra", {}))
+        return cls(model.eval(), config["clip"]["name"], config["clip"]["sha256"], config.get("extra", {}),
+                   diffusion_config=DiffusionConfig(**config["diffusion"]))
+
+
+@dataclass
+class ARPriorBundle(CaptionPrior):
+    """The autoregressive prior (``model``: an :class:`~unclip_lite.unclip.ar_prior.ARPrior`)."""
+
+    kind = "ar-prior"
+
+    @torch.no_grad()
+    def draw(self, conditioning: dict, guidance: float, generator: torch.Generator | None,
+             temperature: float = 1.0, progress: bool = False) -> torch.Tensor:
+        """The dot token from the top half of its predicted distribution, then the k codes one
+        at a time, each from guided logits u + s·(c − u) (u: the dropped caption)."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        model, cfg = self.model, self.model.config
+        B = len(conditioning["text_embed"])
+        both = {k: torch.cat([v, n]) for (k, v), n in
+                zip(conditioning.items(), model.null_conditioning(**conditioning).values())}  # [2B, ...]
+        none = torch.full((B,), cfg.dot_buckets, device=self.device)
+        codes = torch.zeros(B, 0, dtype=torch.long, device=self.device)
+        dot_logits, _ = model(codes, none, **conditioning)
+        dot = torch.multinomial(top_half(dot_logits.softmax(-1)), 1, generator=generator)[:, 0]  # [B]
+        for j in tqdm(range(cfg.components), disable=not progress, desc="AR prior"):
+            _, logits = model(torch.cat([codes, codes]), torch.cat([dot, none]), **both)
+            cond, uncond = logits[:B, j], logits[B:, j]  # [B, buckets]
+            guided = (uncond + guidance * (cond - uncond)) / temperature
+            codes = torch.cat([codes, torch.multinomial(guided.softmax(-1), 1, generator=generator)], dim=1)
+        return model.decode(codes)
+
+    def config_dict(self) -> dict:
+        return {"ar_prior": self.model.config.to_dict(),
+                "clip": {"name": self.clip_name, "sha256": self.clip_sha256}, "extra": self.extra}
 
     @classmethod
-    def load(cls, name_or_path: str | Path, device: str | torch.device | None = None,
-             clip: CLIPBundle | None = None) -> PriorBundle:
-        """The prior and its CLIP (``clip``, or the shipped one it names)."""
-        bundle = super().load(name_or_path, device)
-        return bundle.attach_clip(clip if clip is not None else load_clip(bundle.clip_name, device))
+    def from_config(cls, config: dict, state_dict: dict | None = None, source: str = "checkpoint") -> ARPriorBundle:
+        model = ARPrior(ARPriorConfig.from_dict(config["ar_prior"]))
+        if state_dict is not None:
+            load_state_into(model, state_dict, source=source)
+        return cls(model.eval(), config["clip"]["name"], config["clip"]["sha256"], config.get("extra", {}))

@@ -90,13 +90,13 @@ def get_prior_config(name: str) -> PriorConfig:
     return PriorConfig.from_dict(PRIOR_CONFIGS[name].to_dict())
 
 
-def causal_mask(text_mask: torch.Tensor) -> torch.Tensor:
+def causal_mask(text_mask: torch.Tensor, extra_tokens: int = EXTRA_TOKENS) -> torch.Tensor:
     """``[B, 1, S, S]`` bool, True where attention is allowed: token i sees tokens j <= i, and
-    no one sees caption padding (``text_mask`` [B, L], True = a real token); the four extra
-    tokens are always visible to the tokens after them."""
+    no one sees caption padding (``text_mask`` [B, L], True = a real token); the
+    ``extra_tokens`` after the caption are always visible to the tokens after them."""
     B, L = text_mask.shape
-    S = L + EXTRA_TOKENS
-    keys = torch.cat([text_mask.bool(), text_mask.new_ones(B, EXTRA_TOKENS, dtype=torch.bool)], dim=1)  # [B, S]
+    S = L + extra_tokens
+    keys = torch.cat([text_mask.bool(), text_mask.new_ones(B, extra_tokens, dtype=torch.bool)], dim=1)  # [B, S]
     lower = torch.ones(S, S, dtype=torch.bool, device=text_mask.device).tril()  # [S, S]
     return (lower[None] & keys[:, None, :])[:, None]  # [B, 1, S, S]
 

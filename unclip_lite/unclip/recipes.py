@@ -1,6 +1,7 @@
-"""How the shipped ``prior-shapes-tiny`` is trained and judged (unCLIP §2.2, Appendix C).
+"""How the shipped priors ``prior-shapes-tiny`` and ``ar-prior-shapes-tiny`` are trained and
+judged (unCLIP §2.2, Appendix C).
 
-``unclip-lite train prior --config shapes-tiny`` and ``unclip-lite eval prior-shapes-tiny``
+``unclip-lite train prior|ar-prior --config shapes-tiny`` and ``unclip-lite eval prior-shapes-tiny``
 call these functions; chapter 07 calls them too, with a shorter schedule.
 
 Training: Shapes scenes of the training split only (one object, and two with a relation in a
@@ -8,7 +9,8 @@ quarter of each batch, the mix GLIDE and the CLIP were trained on), each caption
 template; the frozen CLIP gives the target z_i (the image's embedding) and the conditioning
 (z_t and the caption's per-token outputs). The prior predicts z_i itself (x_0) with an MSE
 loss at a uniform timestep of a 1,000-step cosine schedule, and 10% of captions are dropped
-so that the same network can be guided.
+so that the same network can be guided. The AR prior sees the same batches and learns the
+codes of z_i (PCA + buckets, :mod:`.ar_prior`) with a cross-entropy loss instead.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from unclip_lite.clip.recipes import zero_shot_prompts
 from unclip_lite.clip.zeroshot import recall_at_k
 from unclip_lite.data import shapes
 from unclip_lite.train import TrainConfig, Trainer
-from unclip_lite.unclip.bundle import PriorBundle, caption_conditioning, prior_diffusion
+from unclip_lite.unclip.ar_prior import (ARPrior, ARPriorConfig, choose_components, fit_pca, get_ar_prior_config,
+                                         pca_error_curve)
+from unclip_lite.unclip.bundle import ARPriorBundle, CaptionPrior, PriorBundle, caption_conditioning
 from unclip_lite.unclip.prior import DiffusionPrior, get_prior_config
 
 
@@ -37,6 +41,8 @@ class PriorData:
 
 @dataclass
 class PriorRecipe:
+    """The diffusion prior's recipe."""
+
     model: str = "shapes-tiny"
     clip: str = "clip-shapes-tiny-pairs"  # the CLIP whose embeddings it learns (frozen)
     scaling: str = "standardise"  # "scale" (the paper's ×17.2) or "standardise" (Karlo's mean/std)
@@ -46,6 +52,19 @@ class PriorRecipe:
         ema_decay=0.995, log_every=25, checkpoint_every=200))
     statistics_n: int = 4096  # training image embeddings whose mean and std standardise them
     eval_every: int | None = 300  # judge the EMA prior every N steps (the curve in the manifest)
+
+
+@dataclass
+class ARPriorRecipe:
+    """The AR prior's recipe: the same data, CLIP and schedule as the diffusion prior's."""
+
+    model: str = "shapes-tiny"
+    clip: str = "clip-shapes-tiny-pairs"
+    max_pca_error: float = 0.01  # keep the fewest components whose reconstruction error is below this
+    data: PriorData = field(default_factory=PriorData)
+    train: TrainConfig = field(default_factory=lambda: replace(PriorRecipe().train))
+    statistics_n: int = 4096  # training embeddings the PCA and the code ranges are fitted on
+    eval_every: int | None = 300
 
 
 def shapes_stream(clip: CLIPBundle, data: PriorData, seed_offset: int = 0) -> shapes.ShapesStream:
@@ -64,7 +83,7 @@ def prior_batches(clip: CLIPBundle, data: PriorData):
         z_i = clip.encode_images(images[mine])  # [B, E] unit vectors
         cond = caption_conditioning(clip, texts[mine])
         drop = torch.rand(len(z_i), generator=torch.Generator().manual_seed(data.seed * 7919 + index)) < data.text_drop
-        return z_i, DiffusionPrior.drop_text(cond, drop)
+        return z_i, DiffusionPrior.drop_text(cond, drop), drop
 
     return batches
 
@@ -73,7 +92,7 @@ def prior_loss(diffusion):
     """The trainer's ``loss_fn``: the MSE between ẑ_0 and z_i in the diffusion space (§2.2)."""
 
     def loss_fn(model, batch):
-        z_i, cond = batch
+        z_i, cond, _ = batch
         net = getattr(model, "module", model)  # under DDP the wrapper hides the helper methods
         device = next(model.parameters()).device
         x0 = net.to_diffusion_space(z_i.to(device))  # [B, E]
@@ -84,16 +103,37 @@ def prior_loss(diffusion):
     return loss_fn
 
 
+def ar_prior_loss(model, batch):
+    """The AR prior's ``loss_fn``: cross-entropy of each code given the codes before it, and of
+    the dot token (where the caption was kept), averaged over the k + 1 predictions."""
+    z_i, cond, drop = batch
+    net = getattr(model, "module", model)
+    device = next(model.parameters()).device
+    cond = {k: v.to(device) for k, v in cond.items()}
+    z_i, drop = z_i.to(device), drop.to(device)
+    codes = net.encode(z_i)  # [B, k]
+    dot = torch.where(drop, net.config.dot_buckets, net.dot_token(z_i, cond["text_embed"]))  # [B]
+    dot_logits, code_logits = model(codes, dot, **cond)
+    code_loss = F.cross_entropy(code_logits.flatten(0, 1), codes.flatten())
+    dot_loss = F.cross_entropy(dot_logits[~drop], dot[~drop]) if (~drop).any() else code_loss * 0
+    k = codes.shape[1]
+    return (k * code_loss + dot_loss) / (k + 1), {"code_ce": code_loss.item(), "dot_ce": dot_loss.item()}
+
+
 @torch.no_grad()
-def training_statistics(clip: CLIPBundle, data: PriorData, n: int) -> torch.Tensor:
+def training_statistics(clip: CLIPBundle, data: PriorData, n: int, texts: bool = False):
     """``n`` training image embeddings [n, E] (another seed than the batches): for the
-    standardisation and the mean-embedding baseline."""
+    standardisation, the PCA and the mean-embedding baseline; with ``texts``, also their
+    captions' embeddings."""
     stream = shapes_stream(clip, replace(data, batch_size=min(n, 1024)), seed_offset=10_007)
-    out, index = [], 0
-    while sum(len(z) for z in out) < n:
-        out.append(clip.encode_images(stream.batch(index)[0]))
+    images, captions, index = [], [], 0
+    while sum(len(z) for z in images) < n:
+        batch, batch_texts, _ = stream.batch(index)
+        images.append(clip.encode_images(batch))
+        captions.append(clip.encode_texts(batch_texts) if texts else None)
         index += 1
-    return torch.cat(out)[:n]
+    z_i = torch.cat(images)[:n]
+    return (z_i, torch.cat(captions)[:n]) if texts else z_i
 
 
 def new_prior(recipe: PriorRecipe, clip: CLIPBundle) -> PriorBundle:
@@ -103,29 +143,51 @@ def new_prior(recipe: PriorRecipe, clip: CLIPBundle) -> PriorBundle:
     torch.manual_seed(recipe.train.seed)
     model = DiffusionPrior(config)
     model.set_statistics(training_statistics(clip, recipe.data, recipe.statistics_n))
-    return PriorBundle(model, recipe.clip, clip.manifest["sha256"], prior_diffusion()).attach_clip(clip)
+    return PriorBundle(model, recipe.clip, clip.manifest["sha256"]).attach_clip(clip)
 
 
-def train_prior(recipe: PriorRecipe | None = None, out_dir: str | Path | None = None, resume: bool = True,
-                live_plot: bool = False, max_minutes: float | None = None) -> tuple[PriorBundle, Trainer]:
-    """Train a diffusion prior with the shared trainer; returns the bundle holding the EMA weights."""
+def new_ar_prior(recipe: ARPriorRecipe, clip: CLIPBundle) -> ARPriorBundle:
+    """An AR prior whose k is chosen by the recipe's error rule and whose codec is fitted."""
+    z_i, z_t = training_statistics(clip, recipe.data, recipe.statistics_n, texts=True)
+    _, _, eigenvalues = fit_pca(z_i)
+    config = get_ar_prior_config(recipe.model)
+    config.components = choose_components(pca_error_curve(eigenvalues, (z_i ** 2).sum(1).mean().item()),
+                                          recipe.max_pca_error)
+    config.embed_dim, config.text_width, config.context_length = clip.dim, clip.model.config.text.width, \
+        clip.context_length
+    torch.manual_seed(recipe.train.seed)
+    model = ARPrior(ARPriorConfig.from_dict(config.to_dict()))
+    model.set_codec(z_i, z_t)
+    return ARPriorBundle(model, recipe.clip, clip.manifest["sha256"]).attach_clip(clip)
+
+
+def train_prior(recipe: PriorRecipe | ARPriorRecipe | None = None, out_dir: str | Path | None = None,
+                resume: bool = True, live_plot: bool = False, max_minutes: float | None = None
+                ) -> tuple[PriorBundle | ARPriorBundle, Trainer]:
+    """Train a diffusion prior (or, given an :class:`ARPriorRecipe`, an AR prior) with the shared
+    trainer; returns the bundle holding the EMA weights."""
     recipe = recipe or PriorRecipe()
     clip = load_clip(recipe.clip)
-    bundle = new_prior(recipe, clip)
+    if isinstance(recipe, ARPriorRecipe):
+        bundle, loss_fn = new_ar_prior(recipe, clip), ar_prior_loss
+        record = {"model": recipe.model, "max_pca_error": recipe.max_pca_error}
+    else:
+        bundle = new_prior(recipe, clip)
+        loss_fn, record = prior_loss(bundle.diffusion), {"model": recipe.model, "scaling": recipe.scaling}
     evaluate = None
     if recipe.eval_every:
         def evaluate(raw_model, step):
             snapshot = replace(bundle, model=trainer.averaged_model().eval())
             return {f"eval_{k}": round(v, 4) for k, v in quick_metrics(snapshot, n=200).items()}
 
-    trainer = Trainer(bundle.model, prior_loss(bundle.diffusion), prior_batches(clip, recipe.data), recipe.train,
+    trainer = Trainer(bundle.model, loss_fn, prior_batches(clip, recipe.data), recipe.train,
                       out_dir=out_dir, live_plot=live_plot, evaluate=evaluate, eval_every=recipe.eval_every)
     if resume and out_dir:
         trainer.resume()
     trainer.fit(max_minutes=max_minutes)
     bundle.model = trainer.averaged_model().eval()
-    bundle.extra = {"recipe": {"model": recipe.model, "clip": recipe.clip, "scaling": recipe.scaling,
-                               "data": asdict(recipe.data), "train": asdict(recipe.train)}}
+    bundle.extra = {"recipe": {**record, "clip": recipe.clip, "data": asdict(recipe.data),
+                               "train": asdict(recipe.train)}}
     return bundle, trainer
 
 
@@ -163,14 +225,19 @@ def attribute_accuracy(clip: CLIPBundle, z: torch.Tensor, scenes: shapes.Scenes)
             "joint": (colour_ok & shape_ok).float().mean().item()}
 
 
+def sampling_options(bundle: CaptionPrior, steps: int) -> dict:
+    """The diffusion prior samples in ``steps`` DDIM steps; the AR prior has no steps to set."""
+    return {"steps": steps} if isinstance(bundle, PriorBundle) else {}
+
+
 @torch.no_grad()
-def quick_metrics(bundle: PriorBundle, n: int = 200, guidance: float = 1.0, candidates: int = 1,
+def quick_metrics(bundle: CaptionPrior, n: int = 200, guidance: float = 1.0, candidates: int = 1,
                   steps: int = 32) -> dict:
     """The training curve's numbers: cosine(ẑ_i, z_i) on two groups and held-out joint accuracy."""
     out = {}
     for group in ("heldout", "pairs"):
         data = held_out_captions(bundle.clip, group, n)
-        z = bundle.sample(data["texts"], guidance=guidance, candidates=candidates, steps=steps)
+        z = bundle.sample(data["texts"], guidance=guidance, candidates=candidates, **sampling_options(bundle, steps))
         out[f"{group}_cos"] = cosine(z, data["z_i"])
         if group == "heldout":
             out["heldout_joint"] = attribute_accuracy(bundle.clip, z, data["scenes"])["joint"]
@@ -178,7 +245,7 @@ def quick_metrics(bundle: PriorBundle, n: int = 200, guidance: float = 1.0, cand
 
 
 @torch.no_grad()
-def evaluate_prior(bundle: PriorBundle, n: int = 500, guidance: float = 2.0, candidates: int = 2,
+def evaluate_prior(bundle: CaptionPrior, n: int = 500, guidance: float = 2.0, candidates: int = 2,
                    steps: int = 64, sweep_n: int = 200, pool: int = 1000) -> dict:
     """The acceptance metrics of a prior, one flat dict (keys in the README and chapter 07).
 
@@ -191,11 +258,12 @@ def evaluate_prior(bundle: PriorBundle, n: int = 500, guidance: float = 2.0, can
     """
     clip = bundle.clip
     mean = F.normalize(training_statistics(clip, PriorData(), 4096).mean(0, keepdim=True), dim=-1)  # [1, E]
-    metrics: dict = {"guidance": guidance, "candidates": candidates, "steps": steps}
+    options = sampling_options(bundle, steps)
+    metrics: dict = {"guidance": guidance, "candidates": candidates, **options}
     for group in GROUPS:
         data = held_out_captions(clip, group, n)
         cond = caption_conditioning(clip, data["texts"])
-        z = bundle.sample(data["texts"], guidance, candidates, steps, conditioning=cond)
+        z = bundle.sample(data["texts"], guidance=guidance, candidates=candidates, conditioning=cond, **options)
         z_t, z_i = cond["text_embed"], data["z_i"]
         metrics.update({f"{group}_cos": cosine(z, z_i), f"{group}_cos_text": cosine(z_t, z_i),
                         f"{group}_cos_mean": cosine(mean.expand_as(z_i), z_i),
@@ -210,7 +278,7 @@ def evaluate_prior(bundle: PriorBundle, n: int = 500, guidance: float = 2.0, can
     data = held_out_captions(clip, "heldout", sweep_n, seed=31)
     cond = caption_conditioning(clip, data["texts"])
     for g, k in ((0.0, 1), (1.0, 1), (1.0, 2), (2.0, 1), (2.0, 2), (4.0, 2)):
-        z = bundle.sample(data["texts"], g, k, steps, conditioning=cond)
+        z = bundle.sample(data["texts"], guidance=g, candidates=k, conditioning=cond, **options)
         metrics[f"sweep_g{g:g}_k{k}_heldout_cos"] = cosine(z, data["z_i"])
         metrics[f"sweep_g{g:g}_k{k}_heldout_joint"] = attribute_accuracy(clip, z, data["scenes"])["joint"]
     return metrics
