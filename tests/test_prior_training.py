@@ -11,7 +11,8 @@ from unclip_lite.diffusion import GaussianDiffusion
 from unclip_lite.tokenizer import UnknownWordError
 from unclip_lite.unclip.bundle import PriorBundle, caption_conditioning, keep_best
 from unclip_lite.unclip.prior import DiffusionPrior, PriorConfig
-from unclip_lite.unclip.recipes import PriorData, PriorRecipe, prior_batches, prior_loss
+from unclip_lite.unclip.recipes import (PriorData, PriorRecipe, embedding_pool, prior_batches, prior_loss,
+                                       shapes_stream)
 
 
 def tiny_prior(clip, scaling="standardise", seed=0) -> PriorBundle:
@@ -149,6 +150,23 @@ def test_training_batches_are_a_pure_function_of_the_index_and_drop_a_tenth():
     assert torch.equal(drop_a, drop_b) and torch.equal((cond_a["text_embed"] == 0).all(1), drop_a)
     assert 5 <= int(drop_a.sum()) <= 40
     assert PriorRecipe().clip == "clip-shapes-tiny-pairs"  # the CLIP that has seen two-object scenes
+
+
+def test_pooled_batches_draw_from_examples_the_clip_encoded_once():
+    clip = tiny_clip(noised=False)
+    data = PriorData(batch_size=16, pool=40, two_object_fraction=0.25)
+    pool = embedding_pool(clip, data)
+    images, texts, _ = shapes_stream(clip, data).batch(0)  # the pool is the stream's first batches
+    assert pool["z_i"].shape == (40, clip.dim)
+    assert torch.allclose(pool["z_i"][:16], clip.encode_images(images), atol=1e-6)
+    assert torch.allclose(pool["text_embed"][:16], clip.encode_texts(texts), atol=1e-6)
+    batches = prior_batches(clip, data)
+    z, cond, drop = batches(5)
+    z_again, _, _ = batches(5)
+    assert torch.equal(z, z_again) and z.shape == (16, clip.dim)
+    rows = [int(((pool["z_i"] - row).abs().sum(1) < 1e-6).nonzero()[0]) for row in z]  # each a pool row
+    kept = ~drop
+    assert torch.equal(cond["text_tokens"][kept], pool["text_tokens"][torch.tensor(rows)][kept])
 
 
 def test_scenes_for_captions_keep_what_each_caption_states():

@@ -12,7 +12,8 @@ from unclip_lite.cli import main as cli
 pytestmark = pytest.mark.slow  # every test here reads the shipped checkpoints; most evaluate them
 
 EXPECTED = ["clip-emoji-tiny", "clip-shapes-tiny", "glide-shapes-tiny", "judge-shapes", "clip-noised-shapes-tiny",
-            "classifier-noised-shapes-tiny", "glide-inpaint-shapes-tiny", "glide-upsample-shapes-tiny"]
+            "classifier-noised-shapes-tiny", "glide-inpaint-shapes-tiny", "glide-upsample-shapes-tiny",
+            "clip-shapes-tiny-pairs"]
 
 
 def test_expected_checkpoints_are_shipped_with_manifests():
@@ -157,3 +158,18 @@ def test_glide_upsample_shapes_tiny_beats_bicubic_by_2_db():
     torch.manual_seed(0)
     live = evaluate_upsampler(load_glide("glide-upsample-shapes-tiny"), n=8, progress=False)
     assert live["gain_over_bicubic_db"] >= 1.5, live  # 8 images, so a little slack
+
+
+def test_clip_shapes_tiny_pairs_keeps_single_objects_and_reads_two(capsys):
+    """Issue 12: the CLIP unCLIP stands on — single-object zero-shot kept, two-object captions read."""
+    from unclip_lite.clip.bundle import load_clip
+    from unclip_lite.clip.recipes import evaluate_pairs
+
+    manifest = read_manifest("clip-shapes-tiny-pairs")
+    m = manifest["metrics"]
+    assert manifest["config"]["extra"]["recipe"]["data"]["two_object_fraction"] == 0.25
+    assert m["heldout_joint"] >= 0.95 and m["seen_joint"] >= 0.98, m
+    for key in ("pairs_image_to_text_R@1", "pairs_swap_colour", "pairs_swap_shape", "pairs_swap_relation"):
+        assert 0.0 <= m[key] <= 1.0
+    live = evaluate_pairs(load_clip("clip-shapes-tiny-pairs"), n=200)
+    assert live["pairs_image_to_text_R@5"] >= 10 * 5 / 200, live  # ten times chance among 200

@@ -35,6 +35,8 @@ from unclip_lite.glide import recipes as glide_recipes
 from unclip_lite.glide.bundle import GlideBundle
 from unclip_lite.glide.classifier import ClassifierBundle
 from unclip_lite.glide.command import sample_from_args
+from unclip_lite.unclip import recipes as prior_recipes
+from unclip_lite.unclip.bundle import ARPriorBundle, PriorBundle
 
 
 @dataclass
@@ -193,3 +195,20 @@ register(ModelKind(
     recipes={name: RecipeEntry(make, glide_recipes.train_shapes_glide, glide_quick_metrics)
              for name, make in glide_recipes.RECIPES.items()},
     evaluate=evaluate_glide, sample=lambda bundle, args: sample_from_args(bundle, args, load_guide)))
+
+
+def evaluate_prior(bundle, options: EvalOptions) -> dict:
+    return prior_recipes.evaluate_prior(bundle, n=min(options.n, 500))
+
+
+register(ModelKind(
+    "prior", PriorBundle, "unCLIP's diffusion prior: a caption to a CLIP image embedding",
+    recipes={"shapes-tiny": RecipeEntry(prior_recipes.PriorRecipe, prior_recipes.train_prior,
+                                        prior_recipes.quick_metrics)},
+    evaluate=evaluate_prior))
+
+register(ModelKind(
+    "ar-prior", ARPriorBundle, "unCLIP's autoregressive prior: PCA codes of the CLIP image embedding, one by one",
+    recipes={"shapes-tiny": RecipeEntry(prior_recipes.ARPriorRecipe, prior_recipes.train_prior,
+                                        prior_recipes.quick_metrics)},
+    evaluate=evaluate_prior))

@@ -43,19 +43,20 @@ def prior_diffusion() -> DiffusionConfig:
 
 
 @torch.no_grad()
-def caption_conditioning(clip: CLIPBundle, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+def caption_conditioning(clip: CLIPBundle, texts: Sequence[str], truncate: bool = False) -> dict[str, torch.Tensor]:
     """What the prior reads of each caption, from the frozen CLIP:
 
     * ``text_embed`` [B, E]: z_t, the unit CLIP text embedding;
     * ``text_tokens`` [B, L, width]: the text tower's per-token outputs (after its final norm);
     * ``text_mask`` [B, L]: True up to and including the caption's end token.
 
-    A word the CLIP's vocabulary lacks or a caption longer than its context is an error.
+    A word the CLIP's vocabulary lacks is an error, and so is a caption longer than the CLIP's
+    context unless ``truncate`` (training does, as the CLIP itself was trained).
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise ValueError("need at least one caption")
-    tokens = clip.tokenize(texts, truncate=False).to(clip.device)  # [B, L]
+    tokens = clip.tokenize(texts, truncate=truncate).to(clip.device)  # [B, L]
     text = clip.model.text
     was_training = clip.model.training
     clip.model.eval()

@@ -36,6 +36,7 @@ class PriorData:
     batch_size: int = 256
     two_object_fraction: float = 0.25
     text_drop: float = 0.1  # §2.2: captions dropped 10% of the time (classifier-free guidance)
+    pool: int | None = None  # encode this many training examples once and draw batches from them
     seed: int = 0
 
 
@@ -46,12 +47,12 @@ class PriorRecipe:
     model: str = "shapes-tiny"
     clip: str = "clip-shapes-tiny-pairs"  # the CLIP whose embeddings it learns (frozen)
     scaling: str = "standardise"  # "scale" (the paper's ×17.2) or "standardise" (Karlo's mean/std)
-    data: PriorData = field(default_factory=PriorData)
+    data: PriorData = field(default_factory=lambda: PriorData(pool=65536))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=1200, lr=5e-4, warmup=100, weight_decay=0.05, min_lr_ratio=0.1,
+        steps=800, lr=5e-4, warmup=100, weight_decay=0.05, min_lr_ratio=0.1,
         ema_decay=0.995, log_every=25, checkpoint_every=200))
     statistics_n: int = 4096  # training image embeddings whose mean and std standardise them
-    eval_every: int | None = 300  # judge the EMA prior every N steps (the curve in the manifest)
+    eval_every: int | None = 200  # judge the EMA prior every N steps (the curve in the manifest)
 
 
 @dataclass
@@ -61,10 +62,10 @@ class ARPriorRecipe:
     model: str = "shapes-tiny"
     clip: str = "clip-shapes-tiny-pairs"
     max_pca_error: float = 0.01  # keep the fewest components whose reconstruction error is below this
-    data: PriorData = field(default_factory=PriorData)
+    data: PriorData = field(default_factory=lambda: PriorData(pool=65536))
     train: TrainConfig = field(default_factory=lambda: replace(PriorRecipe().train))
     statistics_n: int = 4096  # training embeddings the PCA and the code ranges are fitted on
-    eval_every: int | None = 300
+    eval_every: int | None = 200
 
 
 def shapes_stream(clip: CLIPBundle, data: PriorData, seed_offset: int = 0) -> shapes.ShapesStream:
@@ -72,18 +73,40 @@ def shapes_stream(clip: CLIPBundle, data: PriorData, seed_offset: int = 0) -> sh
                                two_object_fraction=data.two_object_fraction)
 
 
-def prior_batches(clip: CLIPBundle, data: PriorData):
-    """``batches(index, rank, world) -> (z_i [B, E], conditioning)`` for the trainer, a pure
-    function of the index (the dropped captions too), so a resumed run sees the same batches."""
+@torch.no_grad()
+def embedding_pool(clip: CLIPBundle, data: PriorData) -> dict[str, torch.Tensor]:
+    """``data.pool`` training examples encoded once by the frozen CLIP: ``z_i`` and the caption
+    conditioning, each [pool, ...] (the stream's batches from index 0, in order)."""
     stream = shapes_stream(clip, data)
+    parts, count, index = [], 0, 0
+    while count < data.pool:
+        images, texts, _ = stream.batch(index)
+        parts.append({"z_i": clip.encode_images(images), **caption_conditioning(clip, texts, truncate=True)})
+        count, index = count + len(texts), index + 1
+    return {k: torch.cat([p[k] for p in parts])[:data.pool] for k in parts[0]}
+
+
+def prior_batches(clip: CLIPBundle, data: PriorData):
+    """``batches(index, rank, world) -> (z_i [B, E], conditioning, dropped [B])`` for the trainer,
+    a pure function of the index (the dropped captions too), so a resumed run sees the same
+    batches. With ``data.pool`` the CLIP encodes that many examples once and each batch is
+    drawn from them (the frozen CLIP's forward would otherwise cost as much as the prior's
+    training step); without it every batch is fresh scenes."""
+    stream = shapes_stream(clip, data)
+    pool = embedding_pool(clip, data) if data.pool else None
 
     def batches(index: int, rank: int = 0, world: int = 1):
-        images, texts, _ = stream.batch(index)
-        mine = slice(rank * len(texts) // world, (rank + 1) * len(texts) // world)
-        z_i = clip.encode_images(images[mine])  # [B, E] unit vectors
-        cond = caption_conditioning(clip, texts[mine])
+        if pool is None:
+            images, texts, _ = stream.batch(index)
+            z_i, cond = clip.encode_images(images), caption_conditioning(clip, texts, truncate=True)  # [B, E]
+        else:
+            pick = torch.randint(data.pool, (data.batch_size,), generator=torch.Generator().manual_seed(
+                data.seed * 7919 + index + 104_729))
+            z_i, cond = pool["z_i"][pick], {k: v[pick] for k, v in pool.items() if k != "z_i"}
         drop = torch.rand(len(z_i), generator=torch.Generator().manual_seed(data.seed * 7919 + index)) < data.text_drop
-        return z_i, DiffusionPrior.drop_text(cond, drop), drop
+        mine = slice(rank * len(z_i) // world, (rank + 1) * len(z_i) // world)
+        cond = DiffusionPrior.drop_text({k: v[mine] for k, v in cond.items()}, drop[mine])
+        return z_i[mine], cond, drop[mine]
 
     return batches
 
