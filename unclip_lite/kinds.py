@@ -198,7 +198,7 @@ register(ModelKind(
 
 
 def evaluate_prior(bundle, options: EvalOptions) -> dict:
-    return prior_recipes.evaluate_prior(bundle, n=min(options.n, 500))
+    return prior_recipes.evaluate_prior(bundle, n=min(options.n, 500), sweep_n=min(options.n, 500) // 2)
 
 
 register(ModelKind(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from unclip_lite.clip.bundle import CLIPBundle, load_clip
 from unclip_lite.clip.recipes import zero_shot_prompts
@@ -74,26 +75,28 @@ def shapes_stream(clip: CLIPBundle, data: PriorData, seed_offset: int = 0) -> sh
 
 
 @torch.no_grad()
-def embedding_pool(clip: CLIPBundle, data: PriorData) -> dict[str, torch.Tensor]:
+def embedding_pool(clip: CLIPBundle, data: PriorData, progress: bool = True) -> dict[str, torch.Tensor]:
     """``data.pool`` training examples encoded once by the frozen CLIP: ``z_i`` and the caption
     conditioning, each [pool, ...] (the stream's batches from index 0, in order)."""
     stream = shapes_stream(clip, data)
     parts, count, index = [], 0, 0
-    while count < data.pool:
-        images, texts, _ = stream.batch(index)
-        parts.append({"z_i": clip.encode_images(images), **caption_conditioning(clip, texts, truncate=True)})
-        count, index = count + len(texts), index + 1
+    with tqdm(total=data.pool, desc="encoding the pool", disable=not progress) as bar:
+        while count < data.pool:
+            images, texts, _ = stream.batch(index)
+            parts.append({"z_i": clip.encode_images(images), **caption_conditioning(clip, texts, truncate=True)})
+            count, index = count + len(texts), index + 1
+            bar.update(len(texts))
     return {k: torch.cat([p[k] for p in parts])[:data.pool] for k in parts[0]}
 
 
-def prior_batches(clip: CLIPBundle, data: PriorData):
+def prior_batches(clip: CLIPBundle, data: PriorData, progress: bool = True):
     """``batches(index, rank, world) -> (z_i [B, E], conditioning, dropped [B])`` for the trainer,
     a pure function of the index (the dropped captions too), so a resumed run sees the same
     batches. With ``data.pool`` the CLIP encodes that many examples once and each batch is
     drawn from them (the frozen CLIP's forward would otherwise cost as much as the prior's
     training step); without it every batch is fresh scenes."""
     stream = shapes_stream(clip, data)
-    pool = embedding_pool(clip, data) if data.pool else None
+    pool = embedding_pool(clip, data, progress) if data.pool else None
 
     def batches(index: int, rank: int = 0, world: int = 1):
         if pool is None:
@@ -203,7 +206,7 @@ def train_prior(recipe: PriorRecipe | ARPriorRecipe | None = None, out_dir: str 
             snapshot = replace(bundle, model=trainer.averaged_model().eval())
             return {f"eval_{k}": round(v, 4) for k, v in quick_metrics(snapshot, n=200).items()}
 
-    trainer = Trainer(bundle.model, loss_fn, prior_batches(clip, recipe.data), recipe.train,
+    trainer = Trainer(bundle.model, loss_fn, prior_batches(clip, recipe.data, recipe.train.progress), recipe.train,
                       out_dir=out_dir, live_plot=live_plot, evaluate=evaluate, eval_every=recipe.eval_every)
     if resume and out_dir:
         trainer.resume()
@@ -268,8 +271,8 @@ def quick_metrics(bundle: CaptionPrior, n: int = 200, guidance: float = 1.0, can
 
 
 @torch.no_grad()
-def evaluate_prior(bundle: CaptionPrior, n: int = 500, guidance: float = 2.0, candidates: int = 2,
-                   steps: int = 64, sweep_n: int = 200, pool: int = 1000) -> dict:
+def evaluate_prior(bundle: CaptionPrior, n: int = 250, guidance: float = 2.0, candidates: int = 2,
+                   steps: int = 64, sweep_n: int = 120, pool: int = 1000) -> dict:
     """The acceptance metrics of a prior, one flat dict (keys in the README and chapter 07).
 
     Per group (``heldout``, ``seen``, ``pairs``): ``{group}_cos`` = cosine(ẑ_i, z_i) beside the
@@ -282,7 +285,7 @@ def evaluate_prior(bundle: CaptionPrior, n: int = 500, guidance: float = 2.0, ca
     clip = bundle.clip
     mean = F.normalize(training_statistics(clip, PriorData(), 4096).mean(0, keepdim=True), dim=-1)  # [1, E]
     options = sampling_options(bundle, steps)
-    metrics: dict = {"guidance": guidance, "candidates": candidates, **options}
+    metrics: dict = {"guidance": guidance, "candidates": candidates, "n": n, "sweep_n": sweep_n, **options}
     for group in GROUPS:
         data = held_out_captions(clip, group, n)
         cond = caption_conditioning(clip, data["texts"])
