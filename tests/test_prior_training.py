@@ -9,10 +9,12 @@ from unclip_lite.clip.recipes import evaluate_pairs, swapped
 from unclip_lite.data import shapes
 from unclip_lite.diffusion import GaussianDiffusion
 from unclip_lite.tokenizer import UnknownWordError
-from unclip_lite.unclip.bundle import PriorBundle, caption_conditioning, keep_best
+from unclip_lite.unclip.ar_prior import (ARPrior, ARPriorConfig, choose_components, dequantise, fit_pca,
+                                         pca_error_curve, quantise, top_half)
+from unclip_lite.unclip.bundle import ARPriorBundle, PriorBundle, caption_conditioning, keep_best
 from unclip_lite.unclip.prior import DiffusionPrior, PriorConfig
-from unclip_lite.unclip.recipes import (PriorData, PriorRecipe, embedding_pool, prior_batches, prior_loss,
-                                       shapes_stream)
+from unclip_lite.unclip.recipes import (PriorData, PriorRecipe, ar_prior_loss, embedding_pool, prior_batches,
+                                       prior_loss, shapes_stream)
 
 
 def tiny_prior(clip, scaling="standardise", seed=0) -> PriorBundle:
@@ -202,12 +204,6 @@ def test_swapped_scenes_swap_one_thing_and_evaluate_pairs_is_at_chance_for_an_un
 
 
 # ----------------------------------------------------------------------------- the AR prior
-
-from unclip_lite.unclip.ar_prior import (ARPrior, ARPriorConfig, choose_components, dequantise, fit_pca,  # noqa: E402
-                                         pca_error_curve, quantise, top_half)
-from unclip_lite.unclip.bundle import ARPriorBundle  # noqa: E402
-from unclip_lite.unclip.recipes import ar_prior_loss  # noqa: E402
-
 
 def embeddings(n=400, E=32, seed=0):
     g = torch.Generator().manual_seed(seed)
