@@ -8,7 +8,7 @@ a hidden one. The layers, low to high (a module may import its own layer and tho
 1. machinery: diffusion, train, checkpoints, the bundle base
 2. CLIP, and the judge that grades Shapes images
 3. the U-Net and GLIDE (text-to-image, inpainting, upsampling, the classifier, guides)
-4. unCLIP (the prior and the decoder, once they exist)
+4. unCLIP (the priors and the decoder)
 5. the front ends: the registry of model kinds, the command line, the chapter exercises
 """
 import ast
@@ -22,7 +22,7 @@ LAYERS = [
      "unclip_lite.nn", "unclip_lite.viz", "unclip_lite.data"],
     ["unclip_lite.diffusion", "unclip_lite.train", "unclip_lite.checkpoints", "unclip_lite.bundle"],
     ["unclip_lite.clip", "unclip_lite.judge"],
-    ["unclip_lite.unet", "unclip_lite.glide"],  # the ADM U-Net, and GLIDE built on it
+    ["unclip_lite.unet", "unclip_lite.unet_attention", "unclip_lite.glide"],  # the ADM U-Net, and GLIDE built on it
     ["unclip_lite.unclip"],
     ["unclip_lite.kinds", "unclip_lite.cli", "unclip_lite.__main__", "unclip_lite.exercises"],
 ]

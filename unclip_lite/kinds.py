@@ -36,7 +36,9 @@ from unclip_lite.glide.bundle import GlideBundle
 from unclip_lite.glide.classifier import ClassifierBundle
 from unclip_lite.glide.command import sample_from_args
 from unclip_lite.unclip import recipes as prior_recipes
+from unclip_lite.unclip import decoder_recipes
 from unclip_lite.unclip.bundle import ARPriorBundle, PriorBundle
+from unclip_lite.unclip.decoder import DecoderBundle
 
 
 @dataclass
@@ -212,3 +214,10 @@ register(ModelKind(
     recipes={"shapes-tiny": RecipeEntry(prior_recipes.ARPriorRecipe, prior_recipes.train_prior,
                                         prior_recipes.quick_metrics)},
     evaluate=evaluate_prior))
+
+register(ModelKind(
+    "decoder", DecoderBundle, "unCLIP's decoder: a GLIDE that also reads a CLIP image embedding",
+    recipes={"shapes-tiny": RecipeEntry(decoder_recipes.DecoderRecipe, decoder_recipes.train_decoder,
+                                        decoder_recipes.decoder_quick_metrics)},
+    evaluate=lambda bundle, options: decoder_recipes.evaluate_decoder(
+        bundle, attr_per_pair=options.attr_per_pair, pairs_n=min(options.pairs_n, 60), steps=min(options.steps, 20))))

@@ -20,7 +20,6 @@ through the same ``cond`` path.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -29,6 +28,8 @@ from einops import rearrange
 from torch import nn
 
 from unclip_lite.nn import timestep_embedding
+from unclip_lite.unet_attention import (POSITION_FREQUENCIES, AttentionBlock, group_norm,  # noqa: F401 (re-exported)
+                                        pixel_coordinates, zero_)
 from unclip_lite.utils import config_from_dict
 
 
@@ -55,6 +56,9 @@ class UNetConfig:
     # convolutions are translation-equivariant, so without it a pixel knows where it is only from
     # the zero padding at the borders, and "in the top left" has nothing to attend *from*
     attention_positions: bool = False
+    # unCLIP's decoder: the first N context tokens (its CLIP image tokens) are gated in every
+    # attention layer, so a decoder warm-started from a GLIDE starts as that GLIDE (unet_attention)
+    gated_context_tokens: int = 0
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -66,6 +70,9 @@ class UNetConfig:
         for name in ("encoder_channels", "cond_dim", "num_head_channels"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"UNetConfig.{name} must be None or >= 1, got {getattr(self, name)}")
+        if self.gated_context_tokens < 0 or (self.gated_context_tokens and self.encoder_channels is None):
+            raise ValueError(f"gated_context_tokens must be 0, or >= 1 with encoder_channels set, "
+                             f"got {self.gated_context_tokens}")
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {self.channel_mult}")
         if not 0.0 <= self.dropout < 1.0:
@@ -142,16 +149,6 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(groups, channels), channels)
-
-
-def zero_(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
-
 class Downsample(nn.Module):
     """Halve H and W: a stride-2 3x3 conv, or 2x2 average pooling (``use_conv=False``)."""
 
@@ -210,58 +207,6 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-POSITION_FREQUENCIES = (1, 2)  # half-periods across the image of the (x, y) Fourier features
-
-
-def pixel_coordinates(H: int, W: int, like: torch.Tensor) -> torch.Tensor:
-    """``[H*W, 4 * len(POSITION_FREQUENCIES)]``: sin and cos of k·π/2·x and k·π/2·y for each pixel
-    centre (x, y in [-1, 1], row-major like the attention's tokens), in ``like``'s dtype and device."""
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
-    angles = torch.stack([k * math.pi / 2 * c for k in POSITION_FREQUENCIES for c in (xs, ys)], -1)  # [H, W, 2F]
-    return torch.cat([angles.sin(), angles.cos()], -1).reshape(H * W, -1).to(like)
-
-
-class AttentionBlock(nn.Module):
-    """Multi-head self-attention over the H*W pixels, optionally also over context tokens.
-
-    With ``encoder_channels``, context tokens [B, L, E] are projected to keys and values and put
-    in front of the pixels' own (GLIDE's ``encoder_kv``), so every pixel can read the text.
-    ``context_mask`` [B, L] (True = real token) keeps pixels from attending to padding.
-    """
-
-    def __init__(self, channels: int, heads: int, encoder_channels: int | None = None, num_groups: int = 32,
-                 positions: bool = False):
-        super().__init__()
-        self.heads = heads
-        self.norm = group_norm(channels, num_groups)
-        # Fourier features of each pixel's (x, y) -> channels; zero at first, so a model
-        # warm-started from one without it computes the same. One linear map shared by all pixels
-        # (not a free table per pixel, whose entries each see one pixel's noisy gradient: we
-        # measured such a table barely moving in 500 fine-tuning steps).
-        self.position = zero_(nn.Linear(4 * len(POSITION_FREQUENCIES), channels, bias=False)) if positions else None
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.encoder_kv = nn.Linear(encoder_channels, 2 * channels) if encoder_channels else None
-        self.proj_out = zero_(nn.Linear(channels, channels))
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, C, H, W = x.shape
-        h = rearrange(self.norm(x), "b c h w -> b (h w) c")  # [B, HW, C]
-        if self.position is not None:
-            h = h + self.position(pixel_coordinates(H, W, h))  # [B, HW, C]: each pixel now says where it is
-        q, k, v = rearrange(self.qkv(h), "b n (three nh d) -> three b nh n d", three=3, nh=self.heads)
-        mask = None
-        if context is not None and self.encoder_kv is not None:
-            ek, ev = rearrange(self.encoder_kv(context), "b l (two nh d) -> two b nh l d", two=2, nh=self.heads)
-            k, v = torch.cat([ek, k], dim=2), torch.cat([ev, v], dim=2)  # [B, nh, L + HW, d]
-            if context_mask is not None:
-                keep = torch.cat([context_mask.bool(), context_mask.new_ones(B, H * W, dtype=torch.bool)], dim=1)
-                mask = keep[:, None, None, :]  # [B, 1, 1, L + HW]: pixels always visible
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, nh, HW, d]
-        out = self.proj_out(rearrange(out, "b nh n d -> b n (nh d)"))  # [B, HW, C]
-        return x + rearrange(out, "b (h w) c -> b c h w", h=H, w=W)
-
-
 class TimestepSequential(nn.Sequential):
     """A sequence of ResBlocks / AttentionBlocks / resamplers, each fed what it needs."""
 
@@ -296,7 +241,7 @@ class UNet(nn.Module):
 
         def attn(ch):
             return AttentionBlock(ch, cfg.heads_for(ch), cfg.encoder_channels, groups,
-                                  positions=cfg.attention_positions)
+                                  positions=cfg.attention_positions, gated_tokens=cfg.gated_context_tokens)
 
         ch, res_px = mc, cfg.image_size
         self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])

@@ -99,7 +99,8 @@ class GlideBundle(Bundle):
     def sample(self, prompts: str | Sequence[str], guidance: float = 3.0, sampler: str = "ddim",
                steps: int | None = 50, seed: int = 0, batch_size: int = 256, precision: str = "auto",
                respacing: str | None = None, progress: bool = False, inpaint=None,
-               low_res: torch.Tensor | None = None, guide=None, guide_scale: float = 0.0) -> torch.Tensor:
+               low_res: torch.Tensor | None = None, guide=None, guide_scale: float = 0.0,
+               extra_conditioning: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Images ``[N, 3, R, R]`` in [0, 1] for ``prompts``, guided with scale ``guidance``.
 
         ``sampler="ddim"`` takes ``steps`` strided steps (η = 0); ``"ddpm"`` ancestral steps over
@@ -118,6 +119,9 @@ class GlideBundle(Bundle):
         top of classifier-free guidance: CLIP guidance or classifier guidance (chapter 06,
         :func:`~unclip_lite.clip.noised.clip_guide`, :func:`~unclip_lite.glide.guide_recipes.classifier_guide`). With
         ``guidance=0`` the text-to-image model is unconditional and the guide alone steers.
+
+        ``extra_conditioning``: tensors [N, ...] the model reads beside the caption and guides with it
+        (unCLIP's decoder: ``{"image_embed": z_i}``; the model's ``null_conditioning`` gives ∅).
         """
 
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -135,7 +139,8 @@ class GlideBundle(Bundle):
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
         tokens = self.tokenize(prompts).to(self.device)  # [N, L]; raises before any sampling
-        classifier_free_guidance(self.model, tokens[:1], guidance)  # validates the scale now
+        first = {k: v[:1] for k, v in (extra_conditioning or {}).items()}
+        classifier_free_guidance(self.model, tokens[:1], guidance, conditioning=first)  # validates the scale now
         extra, known = self.conditioning_inputs(len(tokens), inpaint, low_res)
         self.model.eval()
         generator = torch.Generator(self.device).manual_seed(seed)
@@ -144,7 +149,8 @@ class GlideBundle(Bundle):
         for start in range(0, len(tokens), batch_size):
             part = slice(start, start + batch_size)
             kwargs = {} if extra is None else {"extra": extra[part]}
-            guided = classifier_free_guidance(self.model, tokens[part], guidance, **kwargs)
+            cond = {k: v[part] for k, v in (extra_conditioning or {}).items()}
+            guided = classifier_free_guidance(self.model, tokens[part], guidance, conditioning=cond, **kwargs)
 
             def fn(x, t, guided=guided):
                 with autocast(precision, self.device):

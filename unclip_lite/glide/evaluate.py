@@ -71,10 +71,12 @@ def attribute_prompts(per_pair: int = 2) -> tuple[list[str], dict[str, torch.Ten
 def judge_attributes(judge: ShapesJudge, images: torch.Tensor, targets: dict[str, torch.Tensor],
                      heldout: torch.Tensor) -> dict[str, float]:
     """``{all,seen,heldout}_{colour,shape,size,position,joint}``: the judge's reading of
-    single-object images against every attribute the prompt named (joint: one object, all four)."""
+    single-object images against every attribute the prompt named (joint: one object, all four;
+    colour_shape: one object of the right colour and shape)."""
     pred = judge_scenes(judge, images)
     ok = {k: pred[k] == v for k, v in targets.items()}
     ok["joint"] = torch.stack([pred["n_objects"] == 1, *ok.values()]).all(0)
+    ok["colour_shape"] = (pred["n_objects"] == 1) & ok["colour"] & ok["shape"]  # the object, wherever it is
     out = {"chance_position": 1 / len(shapes.POSITION_NAMES), "chance_size": 1 / len(shapes.SIZE_NAMES)}
     for split, rows in (("all", torch.ones_like(heldout)), ("seen", ~heldout), ("heldout", heldout)):
         for key, value in ok.items():

@@ -16,15 +16,17 @@ from unclip_lite.diffusion.free_guidance import MAX_SCALE, classifier_free_guida
 __all__ = ["MAX_SCALE", "classifier_free_guidance"]
 
 
-def classifier_free_guidance(model, tokens: torch.Tensor, scale: float, **model_kwargs
+def classifier_free_guidance(model, tokens: torch.Tensor, scale: float,
+                             conditioning: dict[str, torch.Tensor] | None = None, **model_kwargs
                              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A ``model_fn(x, t)`` for the samplers that guides ``model`` (a :class:`~.text2im.Text2Im`,
     anything with ``forward(x, t, tokens, **model_kwargs)`` and ``null_conditioning(tokens)``)
     toward ``tokens`` [B, L]. Tensor ``model_kwargs`` with a batch dimension (e.g. ``extra``,
-    the inpainting or upsampling channels) are given to both halves of the batched forward."""
+    the inpainting or upsampling channels) are given to both halves of the batched forward;
+    ``conditioning`` tensors (unCLIP's decoder: ``image_embed``) are guided with the caption."""
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or len(tokens) == 0:
         shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
         raise ValueError(f"expected tokens of shape [B, L] with B >= 1, got {shape}")
     # a learned variance comes from the conditional half, so s = 0 still needs both halves
     learned_variance = bool(getattr(getattr(getattr(model, "config", None), "unet", None), "learn_sigma", True))
-    return free_guidance(model, scale, {"tokens": tokens}, learned_variance, **model_kwargs)
+    return free_guidance(model, scale, {"tokens": tokens, **(conditioning or {})}, learned_variance, **model_kwargs)

@@ -121,7 +121,7 @@ def new_glide(model: str = "shapes-tiny", diffusion: DiffusionConfig | None = No
 
 
 @torch.no_grad()
-def warm_start(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
+def warm_start(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], gated: tuple[str, ...] = ()) -> list[str]:
     """Copy a trained model's weights into ``model`` whose convolutions may read more input
     channels, or which has new zero-initialised parameters; returns the names of the widened
     and added weights.
@@ -131,10 +131,13 @@ def warm_start(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> l
     starts out computing exactly what the trained one did and learns to use the new inputs
     (image · mask and mask for inpainting). A parameter the trained model lacks is allowed
     only if it starts at zero (the attention layers' positions): the function is again
-    unchanged. Any other mismatch is an error.
+    unchanged. Parameters whose names start with one of ``gated`` may be new and non-zero: the
+    model must keep their effect off at the start some other way (unCLIP's decoder: its image
+    tokens sit behind attention gates that start at zero). Any other mismatch is an error.
     """
     own = model.state_dict()
-    added = sorted(name for name in set(own) - set(state_dict) if not own[name].any())
+    added = sorted(name for name in set(own) - set(state_dict)
+                   if not own[name].any() or (gated and name.startswith(gated)))
     problems = sorted((set(own) ^ set(state_dict)) - set(added))
     widened = []
     for name, value in state_dict.items():
@@ -185,8 +188,11 @@ def glide_batches(bundle: GlideBundle, data: GlideData, p_uncond: float | None =
 
 
 def diffusion_loss(diffusion, min_snr_gamma: float | None = None, snr_floor: float = 0.0,
-                   max_loss_weight: float | None = None, high_noise: tuple[float, int] = (0.0, 0)):
+                   max_loss_weight: float | None = None, high_noise: tuple[float, int] = (0.0, 0),
+                   third: str = "extra"):
     """The trainer's ``loss_fn(model, batch)``: L_simple at uniform t, optionally Min-SNR weighted.
+    A batch is ``(x0, tokens)`` or ``(x0, tokens, x)`` with ``x`` passed to the model as the
+    keyword ``third`` (the inpainting or upsampling channels; a decoder's ``image_embed``).
 
     ``high_noise = (fraction, t_from)``: that share of each batch draws t from {t_from, …, T-1}
     instead (more of the noisiest steps, where a sample's layout is decided)."""
@@ -197,7 +203,7 @@ def diffusion_loss(diffusion, min_snr_gamma: float | None = None, snr_floor: flo
     def loss_fn(model, batch):
         x0, tokens, *extra = batch  # extra: the inpainting / upsampling channels, if any
         x0 = x0.to(next(model.parameters()).device)
-        kwargs = {"tokens": tokens.to(x0.device), **({"extra": extra[0].to(x0.device)} if extra else {})}
+        kwargs = {"tokens": tokens.to(x0.device), **({third: extra[0].to(x0.device)} if extra else {})}
         t = diffusion.sample_timesteps(len(x0), device=x0.device)  # [B]
         k = round(fraction * len(x0))
         if k:  # the first k examples: a uniform t among the noisiest steps
