@@ -73,6 +73,33 @@ class DecoderConfig:
         return config_from_dict(cls, {**d, "glide": Text2ImConfig.from_dict(dict(d["glide"]))})
 
 
+def image_conditioning(image_embed: torch.Tensor, pooled: torch.Tensor, xf_out: torch.Tensor, text_mask: torch.Tensor,
+                       to_cond: nn.Module, to_tokens: nn.Module, n_tokens: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """unCLIP §2.1's two ways in for z_i, beside GLIDE's caption: ``(cond [B, W], context
+    [B, n + L, W], context_mask [B, n + L])`` from ``image_embed`` [B, E], GLIDE's pooled caption
+    vector ``pooled`` [B, W] and its tokens ``xf_out`` [B, L, W] with ``text_mask`` [B, L]:
+    ``cond = pooled + to_cond(z)`` (the U-Net adds it to the timestep embedding), and
+    ``to_tokens(z)`` cut into ``n_tokens`` tokens of width W, put *in front of* the caption's
+    tokens, always visible."""
+    B = len(image_embed)
+    z = image_embed.to(pooled.dtype)
+    image_tokens = to_tokens(z).view(B, n_tokens, -1)  # [B, n, W]
+    context = torch.cat([image_tokens, xf_out], dim=1)  # [B, n + L, W]
+    context_mask = torch.cat([text_mask.new_ones(B, n_tokens), text_mask], dim=1)  # [B, n + L]
+    return pooled + to_cond(z), context, context_mask
+
+
+def dual_dropout(tokens: torch.Tensor, image_embed: torch.Tensor, empty: torch.Tensor, u: torch.Tensor,
+                 p_text: float, p_image: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training's dropout of both conditionings (§2.1), from uniform draws ``u`` [B, 2]: caption
+    row b becomes ``empty`` [L] where ``u[b, 0] < p_text``, and z_i row b becomes zeros where
+    ``u[b, 1] < p_image`` — independent draws, so both go together for p_text·p_image of rows."""
+    drop_text, drop_image = u[:, 0] < p_text, u[:, 1] < p_image  # [B], [B]
+    tokens = torch.where(drop_text[:, None], empty.expand_as(tokens), tokens)
+    return tokens, torch.where(drop_image[:, None], torch.zeros_like(image_embed), image_embed)
+
+
 class Decoder(Text2Im):
     """GLIDE's :class:`~unclip_lite.glide.text2im.Text2Im` conditioned on z_i as well (§2.1).
 
@@ -105,12 +132,9 @@ class Decoder(Text2Im):
         if len(tokens) != B:
             raise ValueError(f"tokens batch {len(tokens)} != x_t batch {B}")
         self.check_image_embed(image_embed, B)
-        z = image_embed.to(self.image_to_cond.weight.dtype)
         xf_out, pooled, mask = self.text(tokens)  # [B, L, W], [B, W], [B, L]
-        image_tokens = self.image_to_tokens(z).view(B, self.decoder_config.clip_tokens, -1)  # [B, 4, W]
-        context = torch.cat([image_tokens.to(xf_out.dtype), xf_out], dim=1)  # [B, 4 + L, W]
-        context_mask = torch.cat([mask.new_ones(B, image_tokens.shape[1]), mask], dim=1)  # [B, 4 + L]
-        cond = pooled + self.image_to_cond(z).to(pooled.dtype)  # [B, W]
+        cond, context, context_mask = image_conditioning(image_embed, pooled, xf_out, mask, self.image_to_cond,
+                                                         self.image_to_tokens, self.decoder_config.clip_tokens)
         return self.unet(x_t, t, context=context, context_mask=context_mask, cond=cond)
 
     def null_conditioning(self, tokens: torch.Tensor, image_embed: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -121,10 +145,11 @@ class Decoder(Text2Im):
                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Training's dual dropout: each caption emptied with ``p_drop_text``, each z_i zeroed with
         ``p_drop_image``, independently (so ~5% of examples train the unconditional model)."""
-        tokens = self.drop_captions(tokens, generator)
         gen_device = generator.device if generator is not None else image_embed.device
-        drop = torch.rand(len(image_embed), generator=generator, device=gen_device) < self.decoder_config.p_drop_image
-        return tokens, torch.where(drop.to(image_embed.device)[:, None], torch.zeros_like(image_embed), image_embed)
+        u = torch.stack([torch.rand(len(tokens), generator=generator, device=gen_device)  # captions' draws first,
+                         for _ in range(2)], dim=1).to(tokens.device)  # then z_i's: [B, 2]
+        c = self.decoder_config
+        return dual_dropout(tokens, image_embed, self.empty_tokens(1, tokens.device)[0], u, c.p_drop_text, c.p_drop_image)
 
 
 @dataclass

@@ -40,10 +40,21 @@ class DecoderRecipe:
     clip_tokens: int = 4
     p_drop_image: float = 0.1
     p_drop_text: float = 0.5
-    min_snr_gamma: float | None = 5.0  # as the GLIDE was trained
+    # The GLIDE's U-Net cannot place anything: away from the border it is shift-equivariant
+    # (chapter 05 §8), so z_i's position — a linear probe reads it off clip-shapes-tiny-pairs'
+    # embeddings almost perfectly — had nothing to act on: two fine-tunes without these stayed at
+    # position 0.20 (data/experiments/decoder-attempts.json). So, as the position fine-tune of
+    # chapter 05: pixel positions in the attention layers (zero at first: still exact), x_0's
+    # weight floored at the noisiest steps, and 40% of each batch drawn from them.
+    attention_positions: bool = True
+    min_snr_gamma: float | None = 5.0
+    snr_floor: float = 0.5
+    max_loss_weight: float | None = 20.0
+    high_noise_fraction: float = 0.4
+    high_noise_from: int = 850
     data: GlideData = field(default_factory=GlideData)  # one and two objects (25%), random templates
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=1000, lr=2e-4, warmup=50, weight_decay=0.0, min_lr_ratio=0.1,
+        steps=1000, lr=3e-4, warmup=50, weight_decay=0.0, min_lr_ratio=0.1,
         ema_decay=0.995, log_every=25, checkpoint_every=250))
     eval_every: int | None = 250  # judge the EMA decoder every N steps, z_i of renders (the curve)
 
@@ -70,7 +81,9 @@ def decoder_batches(bundle: DecoderBundle, clip: CLIPBundle, data: GlideData):
 def new_decoder(recipe: DecoderRecipe, clip: CLIPBundle) -> DecoderBundle:
     """The recipe's GLIDE, grown into a decoder that computes exactly what it computed."""
     glide = load_glide(recipe.init_from)
-    config = DecoderConfig(glide.model.config, clip.dim, recipe.clip_tokens, recipe.p_drop_image, recipe.p_drop_text)
+    glide_config = glide.model.config
+    glide_config.unet.attention_positions = glide_config.unet.attention_positions or recipe.attention_positions
+    config = DecoderConfig(glide_config, clip.dim, recipe.clip_tokens, recipe.p_drop_image, recipe.p_drop_text)
     torch.manual_seed(recipe.train.seed)
     model = Decoder(config)
     warm_start(model, glide.model.state_dict(), gated=("image_to_tokens.",))
@@ -92,7 +105,9 @@ def train_decoder(recipe: DecoderRecipe | None = None, out_dir: str | Path | Non
             view = DecoderView(replace(bundle, model=trainer.averaged_model().eval()), render_embeddings(clip))
             return {f"eval_{k}": round(v, 4) for k, v in judged(view, judge, attr_per_pair=1, pairs_n=30).items()}
 
-    trainer = Trainer(bundle.model, diffusion_loss(bundle.diffusion, recipe.min_snr_gamma, third="image_embed"),
+    loss = diffusion_loss(bundle.diffusion, recipe.min_snr_gamma, recipe.snr_floor, recipe.max_loss_weight,
+                          (recipe.high_noise_fraction, recipe.high_noise_from), third="image_embed")
+    trainer = Trainer(bundle.model, loss,
                       decoder_batches(bundle, clip, recipe.data), recipe.train, out_dir=out_dir, live_plot=live_plot,
                       evaluate=evaluate, eval_every=recipe.eval_every)
     if resume and out_dir:
@@ -101,8 +116,7 @@ def train_decoder(recipe: DecoderRecipe | None = None, out_dir: str | Path | Non
         trainer.history.append({"step": 0, **evaluate(trainer.raw_model, 0)})
     trainer.fit(max_minutes=max_minutes)
     bundle.model = trainer.averaged_model().eval()
-    bundle.extra = {"recipe": {"init_from": recipe.init_from, "clip": recipe.clip, "min_snr_gamma": recipe.min_snr_gamma,
-                               "data": asdict(recipe.data), "train": asdict(recipe.train)}}
+    bundle.extra = {"recipe": {k: v for k, v in asdict(recipe).items() if k != "eval_every"}}
     return bundle, trainer
 
 
