@@ -10,7 +10,7 @@ from unclip_lite.diffusion.config import DiffusionConfig
 from unclip_lite.glide.recipes import warm_start
 from unclip_lite.glide.text2im import Text2ImConfig, get_text2im_config
 from unclip_lite.kinds import load_bundle
-from unclip_lite.unclip.decoder import Decoder, DecoderBundle, DecoderConfig
+from unclip_lite.unclip.decoder import Decoder, DecoderBundle, DecoderConfig, paper_decoder_config
 from unclip_lite.unclip.decoder_recipes import DecoderRecipe, decoder_batches, new_decoder
 from unclip_lite.unet_attention import gated_attention
 
@@ -133,3 +133,12 @@ def test_training_batches_pair_each_image_with_its_own_clip_embedding():
     torch.testing.assert_close(z[kept], clip.encode_images((x0[kept] + 1) / 2))
     x0_again, _, z_again = decoder_batches(bundle, clip, recipe.data)(3)  # a pure function of the index
     assert torch.equal(x0, x0_again) and torch.equal(z, z_again)
+
+
+def test_the_papers_decoder_counts_3_5_billion_on_the_meta_device():
+    from unclip_lite.unet import count_parameters
+
+    with torch.device("meta"):
+        decoder = Decoder(paper_decoder_config())
+    assert abs(count_parameters(decoder) / 3.5e9 - 1) < 0.05  # Table 3: 3.5B
+    assert decoder.image_to_tokens.out_features == 4 * 2048 and decoder.image_to_cond.in_features == 1024

@@ -116,3 +116,17 @@ def test_bf16_autocast_trains():
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+def test_a_model_can_ask_for_faster_learning_of_its_new_parameters():
+    from unclip_lite.train.trainer import param_groups
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    model.lr_multipliers = {"1.": 10.0}  # the second layer, e.g. a projection new to a fine-tuned model
+    groups = param_groups(model, 0.1, lr=1e-3)
+    lrs = {id(p): g.get("lr", 1e-3) for g in groups for p in g["params"]}
+    assert lrs[id(model[1].weight)] == lrs[id(model[1].bias)] == pytest.approx(1e-2)
+    assert lrs[id(model[0].weight)] == lrs[id(model[0].bias)] == 1e-3
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay[id(model[1].weight)] == 0.1 and decay[id(model[1].bias)] == 0.0
+    assert sum(len(g["params"]) for g in groups) == 4

@@ -112,13 +112,21 @@ class EMA:
         return model
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: norms' gains, biases and scalars (rank < 2) are left alone."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict]:
+    """Decay matrices only: norms' gains, biases and scalars (rank < 2) are left alone.
+
+    A model may declare ``lr_multipliers``, {parameter-name prefix: factor}: those parameters
+    train at ``factor`` times ``lr`` (unCLIP's decoder: its new projections, in a model otherwise
+    fine-tuned from a trained GLIDE)."""
+    multipliers = getattr(model, "lr_multipliers", None) or {}
+    groups: dict[tuple[bool, float], list] = {(True, 1.0): [], (False, 1.0): []}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            factor = next((f for prefix, f in multipliers.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault((p.ndim >= 2, factor), []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             **({"lr": lr * factor} if lr is not None and factor != 1.0 else {})}
+            for (decay, factor), params in groups.items() if params or factor == 1.0]
 
 
 def _rng_state() -> dict:
@@ -176,7 +184,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         cfg = self.config
-        self.optimizer = torch.optim.AdamW(param_groups(self.raw_model, cfg.weight_decay), lr=cfg.lr,
+        self.optimizer = torch.optim.AdamW(param_groups(self.raw_model, cfg.weight_decay, cfg.lr), lr=cfg.lr,
                                            betas=cfg.betas, eps=cfg.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
         self.ema = EMA(self.raw_model, cfg.ema_decay) if cfg.ema_decay else None
