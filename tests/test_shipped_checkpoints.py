@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # every test here reads the shipped checkpoints; 
 
 EXPECTED = ["clip-emoji-tiny", "clip-shapes-tiny", "glide-shapes-tiny", "judge-shapes", "clip-noised-shapes-tiny",
             "classifier-noised-shapes-tiny", "glide-inpaint-shapes-tiny", "glide-upsample-shapes-tiny",
-            "clip-shapes-tiny-pairs", "prior-shapes-tiny", "ar-prior-shapes-tiny"]
+            "clip-shapes-tiny-pairs", "prior-shapes-tiny", "ar-prior-shapes-tiny", "decoder-shapes-tiny"]
 
 
 def test_expected_checkpoints_are_shipped_with_manifests():
@@ -209,3 +209,50 @@ def test_the_diffusion_prior_beats_the_text_embedding_and_reads_as_its_caption()
     data = held_out_captions(prior.clip, "pairs", 48, seed=3)
     z = prior.sample(data["texts"], guidance=2.0, candidates=2, steps=16)
     assert cosine(z, data["z_i"]) > cosine(prior.clip.encode_texts(data["texts"]), data["z_i"])
+
+
+def test_the_decoder_reads_z_i_and_is_recorded_beside_its_glide():
+    """Issue 13, on ``unclip-lite eval decoder-shapes-tiny --record``: the decoder judged with z_i
+    from each source beside the GLIDE it was grown from; unCLIP (the prior's z_i) draws the
+    named colour and shape, held-out pairs included; and live: with the empty caption, the z_i
+    of a render alone decides what is drawn, while a zero z_i leaves it to chance."""
+    import torch
+
+    from unclip_lite.glide.evaluate import judge_single, single_object_prompts
+    from unclip_lite.judge import load_judge
+    from unclip_lite.unclip.decoder import load_decoder
+    from unclip_lite.unclip.decoder_recipes import render_embeddings
+
+    manifest = read_manifest("decoder-shapes-tiny")
+    m = manifest["metrics"]
+    assert manifest["eval_command"].startswith("unclip-lite eval decoder-shapes-tiny")
+    assert manifest["config"]["clip"]["name"] == "clip-shapes-tiny-pairs"
+    assert manifest["train_seconds"] <= 60 * 60, "a tiny model trains in at most an hour on the 2-core CPU"
+    for source in ("render", "prior", "text", "none", "render_only", "glide"):
+        for key in ("all_colour_shape", "heldout_colour_shape", "all_size", "all_position", "pairs_binding"):
+            assert 0.0 <= m[f"{source}_{key}"] <= 1.0, (source, key)
+    # Issue 13's bar, 0.95 with held-out pairs included, holds over all 40 pairs; on the held-out
+    # pairs alone the recorded run drew 15 of 16 (0.938): reported in the issue, not lowered there.
+    assert m["prior_all_colour_shape"] >= 0.95 and m["prior_heldout_colour_shape"] >= 0.9, m
+    # the paper's Figure 8 order: the caption alone is worst, an embedding of the image best
+    assert m["none_all_colour_shape"] < m["text_all_colour_shape"] <= m["prior_all_colour_shape"], m
+    # CLIP's embedding carries where the object is, and the decoder draws it there; its GLIDE cannot
+    assert m["prior_all_position"] > m["glide_all_position"] + 0.3, m
+    decoder = load_decoder("decoder-shapes-tiny")
+    clip_bundle = load_clip_for(decoder)
+    prompts, colour, shape, heldout = single_object_prompts(1)  # the 40 colour × shape pairs
+    z = render_embeddings(clip_bundle)(prompts, 0)
+    judge = load_judge()
+    torch.manual_seed(0)
+    alone = judge_single(judge, decoder.sample([""] * 40, 3.0, "ddim", 12, seed=1, image_embed=z), colour, shape, heldout)
+    nothing = judge_single(judge, decoder.sample([""] * 40, 3.0, "ddim", 12, seed=1, image_embed=torch.zeros_like(z)),
+                           colour, shape, heldout)
+    assert alone["all_joint"] >= 0.8 and nothing["all_joint"] <= 0.2, (alone, nothing)
+
+
+def load_clip_for(decoder):
+    from unclip_lite.clip.bundle import load_clip
+
+    clip_bundle = load_clip(decoder.clip_name)
+    decoder.check_clip(clip_bundle)
+    return clip_bundle

@@ -10,6 +10,7 @@ the whole unCLIP stack::
     prior    z_i drawn by the diffusion prior from the caption (unCLIP: caption -> prior -> decoder)
     text     the CLIP *text* embedding z_t in place of z_i (Figure 8, middle row)
     none     a zero embedding: the caption alone (Figure 8, top row)
+    render_only  the render's z_i with the *empty* caption: what z_i alone makes the decoder draw
 
 and the GLIDE it started from on the same prompts and seeds.
 """
@@ -152,12 +153,14 @@ class DecoderView:
 
     decoder: DecoderBundle
     embed: EmbeddingSource
+    caption: bool = True  # False: the decoder gets the empty caption, and z_i alone says what to draw
 
     def sample(self, prompts, guidance: float = 3.0, sampler: str = "ddim", steps: int | None = 50,
                seed: int = 0, **kwargs) -> torch.Tensor:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         z = self.embed(prompts, seed)
-        return self.decoder.sample(prompts, guidance, sampler, steps, seed=seed, image_embed=z, **kwargs)
+        shown = prompts if self.caption else [""] * len(prompts)
+        return self.decoder.sample(shown, guidance, sampler, steps, seed=seed, image_embed=z, **kwargs)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -198,8 +201,9 @@ def evaluate_decoder(bundle: DecoderBundle, prior: str = "prior-shapes-tiny", at
                "text": text_embeddings(clip), "none": no_embeddings(bundle.clip_dim)}
     metrics: dict = {"guidance": guidance, "steps": steps, "prior": prior, "attr_per_pair": attr_per_pair,
                      "pairs_n": pairs_n, "init_from": bundle.extra.get("recipe", {}).get("init_from")}
-    for name, source in sources.items():
-        view = DecoderView(bundle, source)
+    views = {name: DecoderView(bundle, source) for name, source in sources.items()}
+    views["render_only"] = DecoderView(bundle, sources["render"], caption=False)  # z_i alone: does it read z_i?
+    for name, view in views.items():
         metrics.update({f"{name}_{k}": v for k, v in judged(view, judge, attr_per_pair, pairs_n, guidance, steps).items()})
     if metrics["init_from"]:
         glide = load_glide(metrics["init_from"])
