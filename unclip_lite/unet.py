@@ -16,7 +16,8 @@ norm, ``norm(h) * (1 + scale) + shift`` with (scale, shift) from the timestep em
 token of its text transformer is added to the timestep embedding (our ``cond``) and every
 attention layer also attends to the projected token sequence (our ``context``, GLIDE's
 ``encoder_kv``). unCLIP's decoder (Ramesh et al. 2022, §2.1) adds its CLIP image embedding
-through the same ``cond`` path.
+through the same two paths (:mod:`unclip_lite.unclip.decoder`; the paper's 3.5B one is
+``paper_decoder_config()`` there).
 """
 from __future__ import annotations
 
@@ -130,11 +131,6 @@ UNET_CONFIGS: dict[str, UNetConfig] = {
                                    attention_resolutions=(32, 16, 8), num_head_channels=64, dropout=0.1,
                                    use_scale_shift_norm=True, resblock_updown=True, learn_sigma=True,
                                    image_size=64, encoder_channels=2048, cond_dim=2048),
-    # unCLIP's 64 px decoder: GLIDE's model, conditioned on a CLIP ViT-L/14 embedding (768) as well
-    "unclip-decoder": UNetConfig(model_channels=512, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
-                                 attention_resolutions=(32, 16, 8), num_head_channels=64, dropout=0.1,
-                                 use_scale_shift_norm=True, resblock_updown=True, learn_sigma=True,
-                                 image_size=64, encoder_channels=2048, cond_dim=768),
 }
 
 
