@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from unclip_lite.nn import timestep_embedding
