@@ -14,14 +14,17 @@ from unclip_lite.utils import override_fields
 SMALL = {"clip": ["data.batch_size=16"], "glide": ["data.batch_size=2"], "classifier": ["data.batch_size=4"],
          "prior": ["data.batch_size=8", "data.pool=32", "statistics_n=16"],
          "ar-prior": ["data.batch_size=8", "data.pool=32", "statistics_n=64"],
-         "judge": ["data.batch_size=8"], "decoder": ["data.batch_size=2", "eval_every=none"]}
+         "judge": ["data.batch_size=8"], "decoder": ["data.batch_size=2", "eval_every=none"],
+         "upsampler": ["batch_size=4"]}
 
 
 def test_every_kind_is_registered_once_with_what_the_cli_needs():
-    assert set(KINDS) == {"clip", "glide", "classifier", "judge", "prior", "ar-prior", "decoder"}
-    for kind in KINDS.values():
-        assert kind.recipes and kind.evaluate and kind.bundle.kind
+    assert set(KINDS) == {"clip", "glide", "classifier", "judge", "prior", "ar-prior", "decoder", "upsampler",
+                          "unclip"}
+    for kind in KINDS.values():  # a pipeline is composed from trained parts, not trained itself
+        assert (kind.recipes or kind.name == "unclip") and kind.evaluate and kind.bundle.kind
     assert get_kind("glide").sample is not None and get_kind("clip").sample is None
+    assert get_kind("unclip").sample is not None and get_kind("unclip").default_checkpoint == "unclip-shapes-tiny"
     with pytest.raises(ValueError, match="unknown model kind 'dalle'"):
         get_kind("dalle")
 

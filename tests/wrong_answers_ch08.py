@@ -101,10 +101,49 @@ def guided_from_conditional(model_fn, x_t, t, tokens, image_embed, empty, scale)
     return cond + scale * (cond - uncond)
 
 
+
+
+# --- ch08.anisotropic_blur --------------------------------------------------------------------------
+def _blur_with(images, sigma_x, sigma_y, theta, *, inverse=True, rotate=True, normalise=True, pad="reflect"):
+    import math
+
+    import torch.nn.functional as F
+    r = max(1, math.ceil(3 * max(sigma_x, sigma_y)))
+    r = min(r, images.shape[-1] - 1, images.shape[-2] - 1)
+    c, s = (math.cos(theta), math.sin(theta)) if rotate else (1.0, 0.0)
+    rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    cov = rot @ torch.diag(torch.tensor([sigma_x ** 2, sigma_y ** 2], dtype=torch.float64)) @ rot.T
+    P = torch.linalg.inv(cov) if inverse else cov
+    o = torch.arange(-r, r + 1, dtype=torch.float64)
+    y, x = torch.meshgrid(o, o, indexing="ij")
+    k = torch.exp(-0.5 * (P[0, 0] * x * x + 2 * P[0, 1] * x * y + P[1, 1] * y * y))
+    k = (k / k.sum() if normalise else k).float()
+    C = images.shape[1]
+    padded = F.pad(images, (r,) * 4, mode="reflect") if pad == "reflect" else F.pad(images, (r,) * 4)
+    return F.conv2d(padded, k.expand(C, 1, *k.shape), groups=C)
+
+
+def blur_unnormalised(images, sigma_x, sigma_y, theta):  # the kernel does not sum to 1: brightness changes
+    return _blur_with(images, sigma_x, sigma_y, theta, normalise=False)
+
+
+def blur_covariance_not_inverse(images, sigma_x, sigma_y, theta):  # exp(-½ uᵀ Σ u): the wrong width
+    return _blur_with(images, sigma_x, sigma_y, theta, inverse=False)
+
+
+def blur_ignores_rotation(images, sigma_x, sigma_y, theta):  # always axis-aligned
+    return _blur_with(images, sigma_x, sigma_y, theta, rotate=False)
+
+
+def blur_zero_padding(images, sigma_x, sigma_y, theta):  # dark borders
+    return _blur_with(images, sigma_x, sigma_y, theta, pad="zeros")
+
+
 WRONG_ANSWERS = {
     "ch08.image_conditioning": [conditioning_tokens_after_caption, conditioning_replaces_pooled,
                                 conditioning_interleaved_tokens, conditioning_hidden_tokens],
     "ch08.dual_dropout": [dropout_one_draw, dropout_keeps_below, dropout_zero_tokens],
     "ch08.gated_attention": [gated_after_softmax, gated_logit_offset, gated_last_keys],
     "ch08.guided_prediction": [guided_keeps_embedding, guided_keeps_caption, guided_from_conditional],
+    "ch08.anisotropic_blur": [blur_unnormalised, blur_covariance_not_inverse, blur_ignores_rotation, blur_zero_padding],
 }

@@ -144,7 +144,8 @@ def cmd_sample(args) -> int:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    images = kind.sample(kind.bundle.load(args.checkpoint), args)
+    args.checkpoint = args.checkpoint or kind.default_checkpoint
+    images = kind.sample(kind.load(args) if kind.load else kind.bundle.load(args.checkpoint), args)
     if args.out_dir:
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -197,10 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision_flag(p, default=None)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("sample", help=cmd_sample.__doc__)
-    p.add_argument("model", help="model kind: glide")
+    p.add_argument("model", help="model kind: glide or unclip")
     p.add_argument("--prompt", action="append", required=True, help="a caption; repeat for more rows")
-    p.add_argument("--checkpoint", default="glide-shapes-tiny", help="a shipped checkpoint name or a path")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale, 0..50")
+    p.add_argument("--checkpoint", help="a shipped checkpoint name or a path (default: glide-shapes-tiny, "
+                                        "unclip-shapes-tiny)")
+    p.add_argument("--guidance", type=float, default=3.0,
+                   help="classifier-free guidance scale, 0..50 (unclip: the decoder's)")
     p.add_argument("--sampler", default="ddim", help="ddim or ddpm")
     p.add_argument("--steps", type=int, help="sampling steps (ddim: default 50; ddpm: default all)")
     p.add_argument("--respacing", help='instead of --steps: a respacing spec, e.g. "100", "ddim25", "fast27"')
@@ -213,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hole", help="inpainting: the pixel box to redraw, left,top,right,bottom")
     p.add_argument("--low-res", help="upsampling: the low-res image(s), a PNG")
     p.add_argument("--base", help="upsampling: draw the low-res images with this GLIDE first (a cascade)")
+    p.add_argument("--prior", default="diffusion", choices=["diffusion", "ar"], help="unclip: which prior")
+    p.add_argument("--prior-guidance", type=float, default=2.0, help="unclip: the prior's guidance scale")
+    p.add_argument("--prior-steps", type=int, default=64, help="unclip: the diffusion prior's DDIM steps")
+    p.add_argument("--rerank", type=int, default=1, help="unclip: draw N per image, keep the best CLIP score")
+    p.add_argument("--stages", type=int, help="unclip: how many upsamplers to run (default all)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--out", default="samples.png", help="one grid PNG, a row per prompt")
     out.add_argument("--out-dir", help="one PNG per sample instead")

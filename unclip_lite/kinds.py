@@ -15,6 +15,7 @@ nothing below imports it.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +37,11 @@ from unclip_lite.glide.bundle import GlideBundle
 from unclip_lite.glide.classifier import ClassifierBundle
 from unclip_lite.glide.command import sample_from_args
 from unclip_lite.unclip import recipes as prior_recipes
-from unclip_lite.unclip import decoder_recipes
+from unclip_lite.unclip import compare, decoder_recipes, upsampler_recipes
 from unclip_lite.unclip.bundle import ARPriorBundle, PriorBundle
 from unclip_lite.unclip.decoder import DecoderBundle
+from unclip_lite.unclip.pipeline import UnCLIPBundle
+from unclip_lite.unclip.upsampler import UpsamplerBundle
 
 
 @dataclass
@@ -77,6 +80,8 @@ class ModelKind:
     evaluate: Callable[[Bundle, EvalOptions], dict] | None = None
     guide: Callable[[Bundle], Callable] | None = None    # a gradient guide for GlideBundle.sample
     sample: Callable[[Bundle, Any], torch.Tensor] | None = None  # from the CLI's parsed arguments
+    default_checkpoint: str | None = None  # what ``sample`` draws from without --checkpoint
+    load: Callable[[Any], Bundle] | None = None  # the checkpoint from the CLI's arguments (default: bundle.load)
 
 
 KINDS: dict[str, ModelKind] = {}
@@ -196,7 +201,8 @@ register(ModelKind(
     "glide", GlideBundle, "GLIDE text-to-image diffusion, and its inpainting and upsampling variants",
     recipes={name: RecipeEntry(make, glide_recipes.train_shapes_glide, glide_quick_metrics)
              for name, make in glide_recipes.RECIPES.items()},
-    evaluate=evaluate_glide, sample=lambda bundle, args: sample_from_args(bundle, args, load_guide)))
+    evaluate=evaluate_glide, sample=lambda bundle, args: sample_from_args(bundle, args, load_guide),
+    default_checkpoint="glide-shapes-tiny"))
 
 
 def evaluate_prior(bundle, options: EvalOptions) -> dict:
@@ -221,3 +227,30 @@ register(ModelKind(
                                         decoder_recipes.decoder_quick_metrics)},
     evaluate=lambda bundle, options: decoder_recipes.evaluate_decoder(
         bundle, attr_per_pair=options.attr_per_pair, pairs_n=min(options.pairs_n, 60), steps=min(options.steps, 20))))
+
+register(ModelKind(
+    "upsampler", UpsamplerBundle, "unCLIP's upsamplers: no text, no attention, trained on corrupted crops",
+    recipes={name: RecipeEntry(make, upsampler_recipes.train_upsampler, upsampler_recipes.upsampler_quick_metrics)
+             for name, make in upsampler_recipes.RECIPES.items()},
+    evaluate=lambda bundle, options: upsampler_recipes.evaluate_upsampler(
+        bundle, n=min(options.n, 64), precision=options.precision)))
+
+
+def sample_unclip(bundle: UnCLIPBundle, args) -> torch.Tensor:
+    """``unclip-lite sample unclip``: the flags ``sample glide`` has, under diffusers' names."""
+    out = bundle.model(args.prompt, num_images_per_prompt=args.n, seed=args.seed, precision=args.precision,
+                       decoder_guidance_scale=args.guidance, decoder_num_inference_steps=args.steps or 50,
+                       prior_guidance_scale=args.prior_guidance, prior_num_inference_steps=args.prior_steps,
+                       super_res_num_inference_steps=args.respacing or "fast27", rerank=args.rerank,
+                       num_stages=args.stages, progress=True)
+    print("seconds per image: " + ", ".join(f"{k} {v}" for k, v in out.seconds_per_image.items()), file=sys.stderr)
+    return out.images
+
+
+register(ModelKind(
+    "unclip", UnCLIPBundle, "unCLIP end to end: caption -> prior -> decoder -> upsamplers (names its components)",
+    evaluate=lambda bundle, options: compare.evaluate_unclip(
+        bundle, per_pair=min(options.per_pair, 2), pairs_n=min(options.pairs_n, 60), steps=min(options.steps, 20),
+        precision=options.precision),
+    sample=sample_unclip, default_checkpoint="unclip-shapes-tiny",
+    load=lambda args: UnCLIPBundle.load(args.checkpoint, prior=args.prior)))

@@ -59,6 +59,8 @@ class UNetConfig:
     # unCLIP's decoder: the first N context tokens (its CLIP image tokens) are gated in every
     # attention layer, so a decoder warm-started from a GLIDE starts as that GLIDE (unet_attention)
     gated_context_tokens: int = 0
+    # the middle block's attention layer; unCLIP's upsamplers have none at all (fully convolutional)
+    middle_attention: bool = True
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -255,7 +257,7 @@ class UNet(nn.Module):
                 skip_channels.append(ch)
                 res_px //= 2
 
-        self.middle_block = TimestepSequential(res(ch, ch), attn(ch), res(ch, ch))
+        self.middle_block = TimestepSequential(res(ch, ch), *([attn(ch)] if cfg.middle_attention else []), res(ch, ch))
         self.out_channels = ch  # width of the middle block's output
         if encoder_only:
             return

@@ -3,11 +3,13 @@
 1. z_i's two ways in: added to the timestep path, and 4 tokens in front of the caption's;
 2. the dual dropout of caption and z_i;
 3. attention in which the image tokens sit behind a gate;
-4. the guided prediction over both conditionings, in one batched forward.
+4. the guided prediction over both conditionings, in one batched forward;
+5. one degradation of the upsamplers' BSR pipeline: an anisotropic, rotated Gaussian blur.
 
 The references are the package's own: :func:`unclip_lite.unclip.decoder.image_conditioning`,
 :func:`~unclip_lite.unclip.decoder.dual_dropout`, :func:`unclip_lite.unet_attention.gated_attention`
-and :func:`unclip_lite.diffusion.free_guidance.classifier_free_guidance`.
+and :func:`unclip_lite.diffusion.free_guidance.classifier_free_guidance`,
+:func:`unclip_lite.unclip.degradations.anisotropic_blur`.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from unclip_lite.diffusion.free_guidance import classifier_free_guidance
 from unclip_lite.exercises.core import Case, Exercise, seeded
 from unclip_lite.unclip.decoder import dual_dropout as package_dual_dropout
 from unclip_lite.unclip.decoder import image_conditioning as package_image_conditioning
+from unclip_lite.unclip.degradations import anisotropic_blur as package_anisotropic_blur
 from unclip_lite.unet_attention import gated_attention as package_gated_attention
 
 
@@ -162,3 +165,30 @@ EX_GUIDED = Exercise(
 
 def test_guided_prediction(fn) -> bool:
     return EX_GUIDED.check(fn)
+
+
+# --- 5. One BSR degradation: the anisotropic blur ---------------------------------------------------
+def anisotropic_blur(images, sigma_x, sigma_y, theta):
+    """Reference: ``images`` [B, C, H, W] convolved, channel by channel, with the normalised kernel
+    k(u) ∝ exp(-½ uᵀ Σ⁻¹ u), Σ = R(θ) diag(σ_x², σ_y²) R(θ)ᵀ, u = (x, y) offsets in
+    [-r, r]², r = ceil(3 max σ) (at least 1, below the image side), borders reflected."""
+    return package_anisotropic_blur(images, sigma_x, sigma_y, theta)
+
+
+def _blur_cases():
+    g = seeded(84)
+    yield Case((torch.rand(2, 3, 12, 12, generator=g), 1.5, 0.5, 0.6), name="elongated, rotated 0.6 rad")
+    yield Case((torch.rand(1, 3, 10, 10, generator=g), 0.8, 0.8, 0.0), name="isotropic")
+    yield Case((torch.rand(1, 1, 9, 9, generator=g), 0.4, 1.2, 2.0), name="one channel, tall")
+
+
+EX_BLUR = Exercise(
+    "ch08.anisotropic_blur", anisotropic_blur, _blur_cases,
+    hint="r = max(1, math.ceil(3 * max(sigma_x, sigma_y))), capped at min(H, W) - 1. Offsets o = torch.arange(-r, r + 1.); "
+         "y, x = torch.meshgrid(o, o, indexing='ij'). R = [[cos θ, -sin θ], [sin θ, cos θ]], Σ = R diag(σx², σy²) Rᵀ, "
+         "P = Σ⁻¹; the exponent is -½ (P00 x² + 2 P01 x y + P11 y²). Divide the kernel by its sum, pad with "
+         "F.pad(images, (r,) * 4, mode='reflect') and F.conv2d(padded, kernel.expand(C, 1, K, K), groups=C).")
+
+
+def test_anisotropic_blur(fn) -> bool:
+    return EX_BLUR.check(fn)

@@ -192,7 +192,8 @@ def diffusion_loss(diffusion, min_snr_gamma: float | None = None, snr_floor: flo
                    third: str = "extra"):
     """The trainer's ``loss_fn(model, batch)``: L_simple at uniform t, optionally Min-SNR weighted.
     A batch is ``(x0, tokens)`` or ``(x0, tokens, x)`` with ``x`` passed to the model as the
-    keyword ``third`` (the inpainting or upsampling channels; a decoder's ``image_embed``).
+    keyword ``third`` (the inpainting or upsampling channels; a decoder's ``image_embed``; an
+    unCLIP upsampler's ``low_res``, whose batches carry ``tokens=None``).
 
     ``high_noise = (fraction, t_from)``: that share of each batch draws t from {t_from, …, T-1}
     instead (more of the noisiest steps, where a sample's layout is decided)."""
@@ -203,7 +204,8 @@ def diffusion_loss(diffusion, min_snr_gamma: float | None = None, snr_floor: flo
     def loss_fn(model, batch):
         x0, tokens, *extra = batch  # extra: the inpainting / upsampling channels, if any
         x0 = x0.to(next(model.parameters()).device)
-        kwargs = {"tokens": tokens.to(x0.device), **({third: extra[0].to(x0.device)} if extra else {})}
+        kwargs = {} if tokens is None else {"tokens": tokens.to(x0.device)}  # None: a model without text
+        kwargs.update({third: extra[0].to(x0.device)} if extra else {})
         t = diffusion.sample_timesteps(len(x0), device=x0.device)  # [B]
         k = round(fraction * len(x0))
         if k:  # the first k examples: a uniform t among the noisiest steps
