@@ -164,3 +164,13 @@ def test_a_few_training_steps_lower_the_loss():
     _, trainer = train_upsampler(recipe)
     losses = [h["loss"] for h in trainer.history if "loss" in h]
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:2]), losses
+
+
+def test_a_residual_upsampler_diffuses_what_interpolation_misses():
+    from unclip_lite.unclip.upsampler import diffusion_target, image_from, upsampled
+    cfg = UpsamplerConfig(32, 64, degradation="none", residual=True)
+    x0, _, low = upsampler_batches(cfg, 4)(0)
+    plain_x0, _, plain_low = upsampler_batches(UpsamplerConfig(32, 64, degradation="none"), 4)(0)
+    assert torch.equal(low, plain_low) and torch.allclose(x0, plain_x0 - upsampled(low, 16), atol=1e-6)
+    assert torch.allclose(image_from(cfg, diffusion_target(cfg, plain_x0, low), low), plain_x0, atol=1e-6)
+    assert x0.abs().mean() < 0.5 * plain_x0.abs().mean()  # what is left to draw is small

@@ -1,0 +1,112 @@
+"""Measuring unCLIP's manipulations (§3) on Shapes: every figure of the paper's §3 as a number.
+
+* ``reconstruction``: PSNR of decode(encode(x)) at η = 0, with and without fixed-point iterations;
+* ``variations``: per η, how often the judged colour and shape stay the source's (what z_i keeps),
+  how often position and size change, and the pixel distance between variations (what η redraws);
+* ``interpolation``: 9 points of slerp between two images' z_i, x_T slerped or held fixed — the
+  judged colour and shape along the path, the judge's confidence at each point;
+* ``text_diffs``: slerp(z_i, z_d, θ) toward a caption that changes the colour (or the shape): how
+  often the judge reads the target, and how often the other attribute and the position are kept.
+
+All on renders of single objects, judged by the shipped judge; the decoder reads the empty caption.
+"""
+from __future__ import annotations
+
+import torch
+
+from unclip_lite.data import shapes
+from unclip_lite.glide.evaluate import psnr
+from unclip_lite.judge import judge_scenes
+from unclip_lite.unclip.compare import mean_pairwise_distance
+from unclip_lite.unclip.manipulate import decode, encode, flat_slerp, slerp, text_diff
+
+ETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+THETAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+@torch.no_grad()
+def reconstruction(decoder, clip, images: torch.Tensor, steps: int = 50, iters=(0, 2)) -> dict:
+    """PSNR (dB) of the η = 0 round trip, for each number of fixed-point iterations."""
+    out = {}
+    for k in iters:
+        z_i, x_T = encode(decoder, clip, images, steps=steps, fixed_point_iters=k)
+        out[f"psnr_fixed_point_{k}"] = round(psnr(decode(decoder, z_i, x_T, steps=steps), images).mean().item(), 3)
+    return out
+
+
+@torch.no_grad()
+def variations(decoder, clip, judge, images: torch.Tensor, k: int = 4, steps: int = 50, etas=ETAS) -> dict:
+    """Per η: ``kept`` (judged colour and shape as the source's), ``moved`` (position changed),
+    ``resized`` (size changed), ``pixel_distance`` among the k variations of each source."""
+    z_i, x_T = encode(decoder, clip, images, steps=steps)
+    source = judge_scenes(judge, images)
+    B = len(images)
+    out = {}
+    for eta in etas:
+        draws = torch.stack([decode(decoder, z_i, x_T, eta=eta, steps=steps, seed=s) for s in range(k)], 1)  # [B, k, ...]
+        read = judge_scenes(judge, draws.flatten(0, 1))
+        same = lambda key: (read[key].view(B, k) == source[key][:, None]).float().mean().item()  # noqa: E731
+        out[f"{eta:g}"] = {"kept": round(((read["colour"].view(B, k) == source["colour"][:, None])
+                                          & (read["shape"].view(B, k) == source["shape"][:, None])).float().mean().item(), 4),
+                           "moved": round(1 - same("position"), 4), "resized": round(1 - same("size"), 4),
+                           "pixel_distance": round(sum(mean_pairwise_distance(d) for d in draws) / B, 4)}
+    return out
+
+
+@torch.no_grad()
+def interpolation(decoder, clip, judge, a: torch.Tensor, b: torch.Tensor, points: int = 9, steps: int = 50) -> dict:
+    """Along slerp(z_a, z_b, θ) for ``points`` θ in [0, 1], with x_T slerped and x_T fixed (a's): the
+    share of pairs read as a's colour / b's colour, a's shape / b's shape, and the judge's mean
+    top-class probability (a low one: the midpoint is no clear object)."""
+    za, xa = encode(decoder, clip, a, steps=steps)
+    zb, xb = encode(decoder, clip, b, steps=steps)
+    ra, rb = judge_scenes(judge, a), judge_scenes(judge, b)
+    out = {}
+    for mode in ("x_T slerped", "x_T fixed"):
+        rows = []
+        for theta in torch.linspace(0, 1, points).tolist():
+            x_T = flat_slerp(xa, xb, theta) if mode == "x_T slerped" else xa
+            images = decode(decoder, slerp(za, zb, theta), x_T, steps=steps)
+            read = judge_scenes(judge, images)
+            logits = judge(images.float())
+            confidence = torch.stack([logits[k].softmax(-1).amax(-1) for k in ("colour", "shape")]).mean().item()
+            rows.append({"theta": round(theta, 3), **{f"{attr}_{side}": round((read[attr] == r[attr]).float().mean().item(), 4)
+                                                     for attr in ("colour", "shape") for side, r in (("a", ra), ("b", rb))},
+                         "confidence": round(confidence, 4)})
+        out[mode] = rows
+    return out
+
+
+def edit_pairs(scenes: shapes.Scenes, change: str) -> tuple[list[str], list[str], torch.Tensor]:
+    """For each single-object scene: its caption, a caption with the colour (or shape) changed to the
+    next one, and the target index [N]."""
+    names = shapes.COLOURS if change == "colour" else shapes.SHAPES
+    sources, targets, index = [], [], []
+    colours, kinds = scenes.colour[:, 0].tolist(), scenes.shape[:, 0].tolist()
+    for c, s in zip(colours, kinds):
+        new = ((c if change == "colour" else s) + 1) % len(names)
+        colour, shape = (new, s) if change == "colour" else (c, new)
+        sources.append(shapes.zero_shot_prompt(shapes.COLOURS[c], shapes.SHAPES[s]))
+        targets.append(shapes.zero_shot_prompt(shapes.COLOURS[colour], shapes.SHAPES[shape]))
+        index.append(new)
+    return sources, targets, torch.tensor(index)
+
+
+@torch.no_grad()
+def text_diffs(decoder, clip, judge, images: torch.Tensor, scenes: shapes.Scenes, thetas=THETAS, steps: int = 50) -> dict:
+    """Per change (colour, shape) and θ: ``success`` (the judge reads the target), ``kept_other``
+    (the other attribute unchanged), ``kept_position``."""
+    z_i, x_T = encode(decoder, clip, images, steps=steps)
+    source = judge_scenes(judge, images)
+    out = {}
+    for change, other in (("colour", "shape"), ("shape", "colour")):
+        captions, targets, index = edit_pairs(scenes, change)
+        z_d = text_diff(clip, targets, captions)
+        out[change] = {}
+        for theta in thetas:
+            read = judge_scenes(judge, decode(decoder, slerp(z_i, z_d, theta), x_T, steps=steps))
+            out[change][f"{theta:g}"] = {
+                "success": round((read[change] == index).float().mean().item(), 4),
+                "kept_other": round((read[other] == source[other]).float().mean().item(), 4),
+                "kept_position": round((read["position"] == source["position"]).float().mean().item(), 4)}
+    return out
