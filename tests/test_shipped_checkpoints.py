@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow  # every test here reads the shipped checkpoints; 
 
 EXPECTED = ["clip-emoji-tiny", "clip-shapes-tiny", "glide-shapes-tiny", "judge-shapes", "clip-noised-shapes-tiny",
             "classifier-noised-shapes-tiny", "glide-inpaint-shapes-tiny", "glide-upsample-shapes-tiny",
-            "clip-shapes-tiny-pairs", "prior-shapes-tiny", "ar-prior-shapes-tiny", "decoder-shapes-tiny"]
+            "clip-shapes-tiny-pairs", "prior-shapes-tiny", "ar-prior-shapes-tiny", "decoder-shapes-tiny",
+            "upsampler-shapes-64", "upsampler-shapes-128"]
 
 
 def test_expected_checkpoints_are_shipped_with_manifests():
@@ -256,3 +257,43 @@ def load_clip_for(decoder):
     clip_bundle = load_clip(decoder.clip_name)
     decoder.check_clip(clip_bundle)
     return clip_bundle
+
+
+def test_the_cascade_beats_bicubic_and_its_corruption_is_measured():
+    """Issue 13, on ``unclip-lite eval upsampler-shapes-{64,128} --record`` and data/experiments/cascade.json:
+    the first stage beats bicubic on clean inputs by more than 1 dB; both stages are measured on clean
+    inputs and on the stage below's output. The second stage (600 steps) still loses to bicubic:
+    reported in issue 13, which stays open for it — no bar is set for it here, and none is lowered."""
+    for name, low, high, corruption in (("upsampler-shapes-64", 32, 64, "blur"), ("upsampler-shapes-128", 64, 128, "bsr")):
+        manifest = read_manifest(name)
+        assert manifest["config"]["upsampler"]["degradation"] == corruption
+        assert manifest["train_seconds"] <= 60 * 60, "a tiny model trains in at most an hour on the 2-core CPU"
+        m = manifest["metrics"]
+        assert (m["low_res_size"], m["size"]) == (low, high) and manifest["eval_command"].startswith("unclip-lite eval")
+        if name == "upsampler-shapes-64":
+            assert m["clean"]["gain_over_bicubic_db"] > 1.0, m
+        assert set(m["below"]) == {"psnr_upsampler", "psnr_bicubic", "gain_over_bicubic_db"}
+    cascade = json.loads((REGISTRY_DIR.parent / "experiments" / "cascade.json").read_text())
+    seen = {(r["stage"], r["trained_on"], r["input"]) for r in cascade["rows"]}
+    assert {(s, t, i) for s, t in (("32->64", "blur"), ("64->128", "bsr")) for i in ("clean", "below")} <= seen
+
+
+def test_the_pipeline_names_the_shipped_parts_and_is_recorded():
+    """``unclip-shapes-tiny`` holds no weights: its components' sha256s match the shipped files,
+    and ``unclip-lite eval unclip-shapes-tiny --record`` put unCLIP beside GLIDE in its manifest."""
+    from unclip_lite.unclip.pipeline import UnCLIPBundle
+
+    manifest = read_manifest("unclip-shapes-tiny")
+    assert manifest["n_params"] == 0 and manifest["command"].startswith("python -m unclip_lite.unclip.pipeline")
+    components = manifest["config"]["components"]
+    for part in (*components["priors"].values(), components["decoder"], *components["super_res"]):
+        assert read_manifest(part["name"])["sha256"] == part["sha256"], part
+    bundle = UnCLIPBundle.load("unclip-shapes-tiny")
+    assert [s.config.image_size for s in bundle.model.super_res] == [64, 128]
+    m = manifest["metrics"]
+    for model in ("unclip", "glide"):
+        row = m[model]
+        for key in ("all_joint", "heldout_joint", "named_all_position", "named_all_size", "pairs_binding"):
+            assert 0.0 <= row[key] <= 1.0, (model, key)
+        assert row["position_entropy"] >= 0 and row["frechet_judge"] >= 0
+    assert set(m["seconds_per_image"]) == {"prior", "decoder", "super_res_1", "super_res_2"}

@@ -40,6 +40,7 @@ class UpsamplerConfig:
     num_res_blocks: int = 2
     resblock_updown: bool = False
     degradation: str = "blur"  # how its conditioning was corrupted in training: blur | bsr | none
+    bsr_p: float = 0.5  # BSR: the probability of each degradation step (degradations.bsr_degrade)
     # the training crop side as a fraction of image_size (the paper: a quarter of the target size)
     crop_fraction: float = 0.25
     # diffuse the residual x - up(low_res) instead of x (SRDiff, Li et al. 2022): what is left to
@@ -53,6 +54,8 @@ class UpsamplerConfig:
             raise ValueError(f"image_size {self.image_size} must be a multiple > 1 of low_res_size {self.low_res_size}")
         if self.degradation not in DEGRADATIONS:
             raise ValueError(f"unknown degradation {self.degradation!r}; expected one of {', '.join(DEGRADATIONS)}")
+        if not 0 <= self.bsr_p <= 1:
+            raise ValueError(f"bsr_p must be in [0, 1], got {self.bsr_p}")
         if not 0 < self.crop_fraction <= 1:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
         factor = self.scale * 2 ** (len(self.channel_mult) - 1)
