@@ -88,7 +88,8 @@ def test_the_bipartite_latent_round_trips_and_the_measurements_run():
     from unclip_lite.judge import load_judge
     from unclip_lite.unclip.decoder import load_decoder
     from unclip_lite.unclip.manipulate import decode, encode
-    from unclip_lite.unclip.manipulate_eval import interpolation, reconstruction, text_diffs, variations
+    from unclip_lite.unclip.failures import typographic_decode
+    from unclip_lite.unclip.manipulate_eval import concept_arithmetic, interpolation, reconstruction, text_diffs, variations
 
     decoder = load_decoder("decoder-shapes-tiny")
     clip, judge = load_clip(decoder.clip_name), load_judge()
@@ -105,3 +106,7 @@ def test_the_bipartite_latent_round_trips_and_the_measurements_run():
     assert [row["theta"] for row in path["x_T fixed"]] == [0.0, 0.5, 1.0]
     edits = text_diffs(decoder, clip, judge, images, scenes, thetas=(0.0, 0.5), steps=5)
     assert set(edits) == {"colour", "shape"} and 0 <= edits["colour"]["0.5"]["success"] <= 1
+    arith = concept_arithmetic(decoder, clip, judge, images, scenes, steps=5)
+    assert set(arith["shape"]) == {"success", "kept_other", "kept_position"}
+    typo = typographic_decode(decoder, clip, judge, n=4, steps=3)
+    assert typo["drawn_true_shape"] + typo["drawn_printed_shape"] <= 1.0

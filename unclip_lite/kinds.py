@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,11 @@ register(ModelKind(
         "shapes-tiny": RecipeEntry(clip_recipes.Recipe, clip_recipes.train_shapes_clip, clip_recipes.evaluate_shapes),
         "shapes-tiny-pairs": RecipeEntry(clip_recipes.pairs_recipe, clip_recipes.train_shapes_clip,
                                          clip_recipes.evaluate_shapes),
+        **{f"shapes-tiny-typo{round(100 * f):02d}": RecipeEntry(
+            partial(clip_recipes.typographic_recipe, f), clip_recipes.train_shapes_clip, clip_recipes.evaluate_shapes)
+           for f in clip_recipes.TYPOGRAPHIC_FRACTIONS},
+        "shapes-tiny-pairs-typo50": RecipeEntry(clip_recipes.reader_recipe, clip_recipes.train_shapes_clip,
+                                                clip_recipes.evaluate_shapes),
         "emoji-tiny": RecipeEntry(emoji_recipe.EmojiRecipe, emoji_recipe.train_emoji_clip, emoji_recipe.evaluate_emoji),
         "shapes-tiny-noised": RecipeEntry(noised_clip.NoisedClipRecipe, noised_clip.train_noised_clip,
                                           lambda b: noised_clip.evaluate_noised_clip(b, n=500)),

@@ -18,6 +18,7 @@ from unclip_lite.clip.bundle import CLIPBundle
 from unclip_lite.clip.configs import get_config
 from unclip_lite.clip.loss import distributed_clip_loss
 from unclip_lite.clip.model import CLIP
+from unclip_lite.clip.typographic import typographic_attack
 from unclip_lite.clip.zeroshot import retrieval_metrics
 from unclip_lite.data import shapes
 from unclip_lite.tokenizer import CompactVocab
@@ -33,6 +34,7 @@ class ShapesData:
     sv_jitter: float = 0.15       # relative saturation/value change
     grey_fraction: float = 0.3    # grey objects captioned by shape alone: shape without colour
     two_object_fraction: float = 0.0
+    label_fraction: float = 0.0   # images with their shape's name printed on them (typographic attack)
     seed: int = 0
 
 
@@ -42,12 +44,33 @@ class Recipe:
     data: ShapesData = field(default_factory=ShapesData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=600, lr=2e-3, warmup=100, weight_decay=0.1, log_every=10))
+    init_from: str = ""        # start from this shipped CLIP's weights and vocabulary ("": fresh)
+    freeze_text: bool = False  # train the image tower only, so embeddings stay in init_from's space
 
 
 def pairs_recipe() -> Recipe:
     """``shapes-tiny-pairs``: the CLIP that unCLIP stands on (one- and two-object scenes)."""
     return Recipe(model="shapes-tiny-pairs", data=ShapesData(two_object_fraction=0.25), train=TrainConfig(
         steps=800, lr=2e-3, warmup=100, weight_decay=0.1, log_every=10))
+
+
+def typographic_recipe(label_fraction: float) -> Recipe:
+    """``shapes-tiny-typo{NN}``: ``clip-shapes-tiny``'s recipe with ``label_fraction`` of the images
+    carrying their shape's name on a sticker — the CLIPs of chapter 09's typographic attack."""
+    return Recipe(model="shapes-tiny", data=ShapesData(label_fraction=label_fraction))
+
+
+TYPOGRAPHIC_FRACTIONS = (0.1, 0.5)
+
+
+def reader_recipe() -> Recipe:
+    """``shapes-tiny-pairs-typo50``: ``clip-shapes-tiny-pairs``'s image tower fine-tuned on a stream
+    where half the single objects carry their name, its text tower (and temperature) frozen. The
+    text tower pins the embedding space, so the decoder, which reads ``clip-shapes-tiny-pairs``'s z_i,
+    can draw from this CLIP's embeddings of attacked images (chapter 09, the typographic attack)."""
+    return Recipe(model="shapes-tiny-pairs", data=ShapesData(two_object_fraction=0.25, label_fraction=0.5),
+                  train=TrainConfig(steps=300, lr=5e-4, warmup=30, weight_decay=0.1, log_every=10),
+                  init_from="clip-shapes-tiny-pairs", freeze_text=True)
 
 
 def shapes_vocab() -> CompactVocab:
@@ -86,7 +109,8 @@ def shapes_batches(bundle: CLIPBundle, data: ShapesData):
     stream = shapes.ShapesStream(data.batch_size, bundle.image_size, seed=data.seed,
                                  hue_jitter=data.hue_jitter, sv_jitter=data.sv_jitter,
                                  grey_fraction=data.grey_fraction,
-                                 two_object_fraction=data.two_object_fraction)
+                                 two_object_fraction=data.two_object_fraction,
+                                 label_fraction=data.label_fraction)
 
     def batches(index: int, rank: int = 0, world: int = 1):
         images, texts, _ = stream.batch(index)
@@ -148,6 +172,7 @@ def evaluate_shapes(bundle: CLIPBundle, n: int = 1000) -> dict:
     metrics.update({f"heldout_{k}": v for k, v in r.items()})
     metrics["chance_joint"] = 1 / len(prompts)
     metrics.update(evaluate_pairs(bundle, n=min(n, 500)))
+    metrics.update(typographic_attack(bundle, n=min(n, 500)))
     return metrics
 
 
@@ -191,13 +216,18 @@ def train_shapes_clip(recipe: Recipe | None = None, out_dir: str | Path | None =
                       eval_every: int | None = None, eval_n: int = 300) -> tuple[CLIPBundle, Trainer]:
     """Train a Shapes CLIP with the shared trainer; returns the bundle (EMA-free) and trainer."""
     recipe = recipe or Recipe()
-    bundle = new_shapes_clip(recipe.model, recipe.train.seed)
+    bundle = CLIPBundle.load(recipe.init_from) if recipe.init_from else new_shapes_clip(recipe.model, recipe.train.seed)
+    bundle.model.train()
+    if recipe.freeze_text:
+        bundle.model.text.requires_grad_(False)
+        bundle.model.logit_scale.requires_grad_(False)
 
     def evaluate(model, step):
         m = evaluate_shapes(CLIPBundle(model, bundle.vocab, bundle.mean, bundle.std), n=eval_n)
         return {k: m[k] for k in ("heldout_joint", "heldout_colour", "heldout_shape", "seen_joint")}
 
-    record = {"model": recipe.model, "data": asdict(recipe.data), "train": asdict(recipe.train)}
+    record = {"model": recipe.model, "data": asdict(recipe.data), "train": asdict(recipe.train),
+              **({"init_from": recipe.init_from, "freeze_text": recipe.freeze_text} if recipe.init_from else {})}
     trainer = fit_clip(bundle, shapes_batches(bundle, recipe.data), recipe.train, record, out_dir,
                        resume, max_minutes, evaluate=evaluate, eval_every=eval_every, live_plot=live_plot)
     return bundle, trainer

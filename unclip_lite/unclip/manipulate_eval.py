@@ -110,3 +110,113 @@ def text_diffs(decoder, clip, judge, images: torch.Tensor, scenes: shapes.Scenes
                 "kept_other": round((read[other] == source[other]).float().mean().item(), 4),
                 "kept_position": round((read["position"] == source["position"]).float().mean().item(), 4)}
     return out
+
+
+@torch.no_grad()
+def concept_arithmetic(decoder, clip, judge, images: torch.Tensor, scenes: shapes.Scenes, steps: int = 50) -> dict:
+    """Word arithmetic on z_i, x_T fixed: z = norm(z_i + z_t("blue") − z_t("red")) for each source's
+    colour (shape) word and the next colour (shape) word. Per change: ``success`` (the judge reads the
+    new word), ``kept_other``, ``kept_position``."""
+    z_i, x_T = encode(decoder, clip, images, steps=steps)
+    source = judge_scenes(judge, images)
+    out = {}
+    for change, other, names in (("colour", "shape", shapes.COLOURS), ("shape", "colour", shapes.SHAPES)):
+        old = scenes.__dict__[change][:, 0]
+        new = (old + 1) % len(names)
+        shift = clip.encode_texts([names[i] for i in new.tolist()]) - clip.encode_texts([names[i] for i in old.tolist()])
+        read = judge_scenes(judge, decode(decoder, torch.nn.functional.normalize(z_i + shift, dim=-1), x_T, steps=steps))
+        out[change] = {"success": round((read[change] == new).float().mean().item(), 4),
+                       "kept_other": round((read[other] == source[other]).float().mean().item(), 4),
+                       "kept_position": round((read["position"] == source["position"]).float().mean().item(), 4)}
+    return out
+
+
+PARTS = ("reconstruction", "variations", "interpolation", "text_diffs", "concept_arithmetic", "binding_retrieval",
+         "typographic_decode", "typographic_decode_reader", "detail")
+
+
+@torch.no_grad()
+def evaluate_manipulations(decoder, clip, judge, upsamplers=(), reader=None, n: int = 100, steps: int = 50,
+                           seed: int = 11, parts=PARTS) -> dict:
+    """Every number of chapter 09 in one dict (or the named ``parts``): the §3 manipulations on
+    single-object renders of training pairs, and the §7 failures (:mod:`unclip_lite.unclip.failures`);
+    ``typographic_decode_reader`` needs ``reader``, a CLIP that learned to read in ``clip``'s space."""
+    from unclip_lite.unclip import failures
+
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    if "typographic_decode_reader" in parts and reader is None:
+        raise ValueError("typographic_decode_reader needs a reader CLIP")
+    images, scenes = shapes.eval_set("train", n, resolution=decoder.image_size, seed=seed)
+    half = min(n, 40)  # the costlier sweeps run on the first 40 renders
+    a, b = images[:half // 2], images[half // 2:half]
+    jobs = {
+        "reconstruction": lambda: reconstruction(decoder, clip, images, steps=steps),
+        "variations": lambda: variations(decoder, clip, judge, images[:half], steps=steps),
+        "interpolation": lambda: interpolation(decoder, clip, judge, a, b, steps=steps),
+        "text_diffs": lambda: text_diffs(decoder, clip, judge, images[:half], scenes[:half], steps=steps),
+        "concept_arithmetic": lambda: concept_arithmetic(decoder, clip, judge, images[:half], scenes[:half], steps=steps),
+        "binding_retrieval": lambda: failures.binding_retrieval(clip, n=max(n, 100)),
+        "typographic_decode": lambda: failures.typographic_decode(decoder, clip, judge, n=min(n, 64), steps=steps),
+        "typographic_decode_reader": lambda: {**failures.typographic_decode(decoder, clip, judge, n=min(n, 64),
+                                                                            steps=steps, reader=reader),
+                                              "reader": reader.manifest.get("name", "")},
+        "detail": lambda: failures.detail(list(upsamplers), judge, n=min(n, 64)),
+    }
+    out = {"settings": {"n": n, "swept_n": half, "steps": steps, "seed": seed, "guidance": 1.0, "caption": ""}}
+    return {**out, **{part: jobs[part]() for part in parts}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m unclip_lite.unclip.manipulate_eval [--record]``: print chapter 09's numbers as one
+    JSON object; ``--record`` stores them as ``manipulations`` in the decoder's manifest."""
+    import argparse
+    import json
+    import shlex
+    import sys
+    import time
+
+    from unclip_lite.checkpoints import read_manifest, update_manifest
+    from unclip_lite.clip.bundle import CLIPBundle
+    from unclip_lite.hardware import hardware
+    from unclip_lite.judge import load_judge
+    from unclip_lite.unclip.decoder import load_decoder
+    from unclip_lite.unclip.upsampler import load_upsampler
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--decoder", default="decoder-shapes-tiny")
+    parser.add_argument("--upsampler", default="upsampler-shapes-64", help="the stage fed the base renders in 'detail'")
+    parser.add_argument("--reader", default="clip-shapes-tiny-pairs-typo50",
+                        help="a CLIP that learned to read, in the decoder CLIP's space ('' skips that part)")
+    parser.add_argument("--parts", default=",".join(PARTS), help="recompute only these and merge them into the record")
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    decoder = load_decoder(args.decoder)
+    clip = CLIPBundle.load(decoder.clip_name)
+    parts = [p for p in args.parts.split(",") if args.reader or p != "typographic_decode_reader"]
+    reader = CLIPBundle.load(args.reader) if "typographic_decode_reader" in parts else None
+    start = time.perf_counter()
+    metrics = evaluate_manipulations(decoder, clip, load_judge(), [load_upsampler(args.upsampler)], reader,
+                                     n=args.n, steps=args.steps, parts=parts)
+    seconds = round(time.perf_counter() - start, 1)
+    print(json.dumps(metrics, sort_keys=True))
+    if args.record:
+        command = ("python -m unclip_lite.unclip.manipulate_eval " + " ".join(
+            shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))).strip()
+        record = read_manifest(args.decoder).get("manipulations", {})
+        commands = record.get("commands", {})
+        commands.update({part: command for part in parts})
+        record.update(metrics, commands=commands, hardware=hardware())
+        partial = set(parts) != set(PARTS)  # a partial rerun adds its time to the record's
+        record["seconds"] = round((record.get("seconds", 0) if partial else 0) + seconds, 1)
+        update_manifest(args.decoder, manipulations=record)
+
+
+if __name__ == "__main__":
+    main()

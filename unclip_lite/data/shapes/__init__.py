@@ -23,6 +23,7 @@ Where each part lives (lower modules never import higher ones):
 * :mod:`.captioning` — caption templates, :func:`captions`, :func:`parse_caption`,
   :func:`zero_shot_prompt`, :func:`caption_corpus`.
 * :mod:`.stream` — :func:`make_batch`, :class:`ShapesStream`, :func:`eval_set`.
+* :mod:`.typographic` — :func:`print_labels`: words printed on images (the typographic attack).
 
 Use it as one namespace: ``from unclip_lite.data import shapes`` then ``shapes.render(...)``.
 """
@@ -41,6 +42,7 @@ from .captioning import (
 )
 from .renderer import SDFS, render, sdf_circle, sdf_heart, sdf_square, sdf_star, sdf_triangle
 from .stream import ShapesStream, eval_set, make_batch
+from .typographic import own_labels, print_labels, wrong_labels
 from .world import (
     BACKGROUND,
     COLOURS,
@@ -82,4 +84,6 @@ __all__ = [
     "captions", "zero_shot_prompt", "parse_caption", "caption_corpus",
     # stream
     "make_batch", "ShapesStream", "eval_set",
+    # typographic
+    "print_labels", "own_labels", "wrong_labels",
 ]

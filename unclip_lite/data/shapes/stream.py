@@ -12,6 +12,7 @@ from .captioning import captions
 
 DETAILED_TEMPLATE = "a {size} {colour} {shape} in the {position}"
 from .renderer import render
+from .typographic import own_labels, print_labels
 from .world import SPLITS, Scenes, recolour, sample_scenes
 
 # --------------------------------------------------------------------------------------
@@ -35,12 +36,15 @@ class ShapesStream(torch.utils.data.IterableDataset):
     (drawn per caption) use the template that names everything, "a {size} {colour} {shape}
     in the {position}", instead of a random one: the random templates name a position in
     about a quarter of all captions, too few for a small model to learn where to draw.
+    ``label_fraction`` of the single-object images (drawn per image) carry their own shape's name
+    on a printed sticker (:mod:`.typographic`): the world of the typographic attack.
     """
 
     def __init__(self, batch_size: int = 128, resolution: int = 32, seed: int = 0,
                  split: str = "train", two_object_fraction: float = 0.0, start: int = 0,
                  hue_jitter: float = 0.0, sv_jitter: float = 0.0, grey_fraction: float = 0.0,
-                 any_hue: float = 0.0, detailed_fraction: float = 0.0):
+                 any_hue: float = 0.0, detailed_fraction: float = 0.0,
+                 label_fraction: float = 0.0):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size, self.resolution, self.seed = batch_size, resolution, seed
@@ -50,6 +54,9 @@ class ShapesStream(torch.utils.data.IterableDataset):
         if not 0.0 <= detailed_fraction <= 1.0:
             raise ValueError(f"detailed_fraction must be in [0, 1], got {detailed_fraction}")
         self.detailed_fraction = detailed_fraction
+        if not 0.0 <= label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in [0, 1], got {label_fraction}")
+        self.label_fraction = label_fraction
 
     def batch(self, index: int) -> tuple[torch.Tensor, list[str], list[Scenes]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
@@ -62,7 +69,13 @@ class ShapesStream(torch.utils.data.IterableDataset):
             s = sample_scenes(n, gen, n_objects=k, split=self.split)
             if any(self.recolour.values()):
                 s = recolour(s, gen, **self.recolour)
-            images.append(render(s, self.resolution))
+            rendered = render(s, self.resolution)
+            if k == 1 and self.label_fraction > 0:  # its own generator, like the detailed captions
+                label_gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index + 700_001)
+                use = (torch.rand(n, generator=label_gen) < self.label_fraction).tolist()
+                words = [w if u else None for w, u in zip(own_labels(s.shape[:, 0]), use)]
+                rendered = print_labels(rendered, words, label_gen)
+            images.append(rendered)
             part = captions(s, gen)
             if k == 1 and self.detailed_fraction > 0:  # its own generator: the default stream is unchanged
                 detail_gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index + 500_009)
