@@ -15,12 +15,12 @@ SMALL = {"clip": ["data.batch_size=16"], "glide": ["data.batch_size=2"], "classi
          "prior": ["data.batch_size=8", "data.pool=32", "statistics_n=16"],
          "ar-prior": ["data.batch_size=8", "data.pool=32", "statistics_n=64"],
          "judge": ["data.batch_size=8"], "decoder": ["data.batch_size=2", "eval_every=none"],
-         "upsampler": ["batch_size=4"]}
+         "upsampler": ["batch_size=4"], "vqgan": ["data.batch_size=4"]}
 
 
 def test_every_kind_is_registered_once_with_what_the_cli_needs():
     assert set(KINDS) == {"clip", "glide", "classifier", "judge", "prior", "ar-prior", "decoder", "upsampler",
-                          "unclip"}
+                          "unclip", "vqgan"}
     for kind in KINDS.values():  # a pipeline is composed from trained parts, not trained itself
         assert (kind.recipes or kind.name == "unclip") and kind.evaluate and kind.bundle.kind
     assert get_kind("glide").sample is not None and get_kind("clip").sample is None

@@ -21,7 +21,7 @@ LAYERS = [
     ["unclip_lite", "unclip_lite.profiles", "unclip_lite.utils", "unclip_lite.hardware", "unclip_lite.tokenizer",
      "unclip_lite.nn", "unclip_lite.viz", "unclip_lite.data"],
     ["unclip_lite.diffusion", "unclip_lite.train", "unclip_lite.checkpoints", "unclip_lite.bundle"],
-    ["unclip_lite.clip", "unclip_lite.judge", "unclip_lite.clipdraw"],  # clipdraw: CLIP-guided drawing (chapter 03)
+    ["unclip_lite.clip", "unclip_lite.judge", "unclip_lite.clipdraw", "unclip_lite.vqgan"],  # chapter 03: CLIP-guided
     ["unclip_lite.unet", "unclip_lite.unet_attention", "unclip_lite.glide"],  # the ADM U-Net, and GLIDE built on it
     ["unclip_lite.unclip"],
     ["unclip_lite.kinds", "unclip_lite.cli", "unclip_lite.__main__", "unclip_lite.exercises"],

@@ -43,6 +43,8 @@ from unclip_lite.unclip.bundle import ARPriorBundle, PriorBundle
 from unclip_lite.unclip.decoder import DecoderBundle
 from unclip_lite.unclip.pipeline import UnCLIPBundle
 from unclip_lite.unclip.upsampler import UpsamplerBundle
+from unclip_lite.vqgan import recipes as vqgan_recipes
+from unclip_lite.vqgan.bundle import VQGANBundle
 
 
 @dataclass
@@ -179,9 +181,9 @@ register(ModelKind(
         "shapes-tiny": RecipeEntry(clip_recipes.Recipe, clip_recipes.train_shapes_clip, clip_recipes.evaluate_shapes),
         "shapes-tiny-pairs": RecipeEntry(clip_recipes.pairs_recipe, clip_recipes.train_shapes_clip,
                                          clip_recipes.evaluate_shapes),
-        **{f"shapes-tiny-typo{round(100 * f):02d}": RecipeEntry(
-            partial(clip_recipes.typographic_recipe, f), clip_recipes.train_shapes_clip, clip_recipes.evaluate_shapes)
-           for f in clip_recipes.TYPOGRAPHIC_FRACTIONS},
+        **{name: RecipeEntry(partial(clip_recipes.typographic_recipe, *fractions), clip_recipes.train_shapes_clip,
+                             clip_recipes.evaluate_shapes)
+           for name, fractions in clip_recipes.TYPOGRAPHIC_RECIPES.items()},
         "shapes-tiny-pairs-typo50": RecipeEntry(clip_recipes.reader_recipe, clip_recipes.train_shapes_clip,
                                                 clip_recipes.evaluate_shapes),
         "emoji-tiny": RecipeEntry(emoji_recipe.EmojiRecipe, emoji_recipe.train_emoji_clip, emoji_recipe.evaluate_emoji),
@@ -240,6 +242,12 @@ register(ModelKind(
              for name, make in upsampler_recipes.RECIPES.items()},
     evaluate=lambda bundle, options: upsampler_recipes.evaluate_upsampler(
         bundle, n=min(options.n, 64), precision=options.precision)))
+
+register(ModelKind(
+    "vqgan", VQGANBundle, "VQGAN (Esser et al. 2021): a codebook autoencoder for Shapes; VQGAN-CLIP steers its latents",
+    recipes={"shapes-tiny": RecipeEntry(vqgan_recipes.VQGANRecipe, vqgan_recipes.train_vqgan,
+                                        lambda b: vqgan_recipes.evaluate_vqgan(b, n=64))},
+    evaluate=lambda bundle, options: vqgan_recipes.evaluate_vqgan(bundle, n=min(options.n, 256))))
 
 
 def sample_unclip(bundle: UnCLIPBundle, args) -> torch.Tensor:
