@@ -69,7 +69,7 @@ def test_zero_shot_shapes_agrees_with_a_naive_loop_and_the_attack_reports_shares
                               for s in shapes.SHAPES])  # [5, 8]
         assert read[b] == scores.logsumexp(1).argmax()
     m = typographic_attack(clip, n=40)
-    assert set(m) == {"typo_clean_shape", "typo_honest_shape", "typo_attack_pixels", "typo_attack_text"}
+    assert set(m) == {"typo_sign_shape", "typo_clean_shape", "typo_honest_shape", "typo_attack_pixels", "typo_attack_text"}
     assert m["typo_clean_shape"] > 0.9 and m["typo_attack_pixels"] + m["typo_attack_text"] <= 1.0
 
 
@@ -88,3 +88,26 @@ def test_the_reader_recipe_trains_the_image_tower_only(tmp_path):
     assert all(torch.equal(after[k], start[k]) for k in start if k.startswith("text.") or k == "logit_scale")
     assert any(not torch.equal(after[k], start[k]) for k in start if k.startswith("visual."))
     assert bundle.extra["recipe"]["init_from"] == "clip-shapes-tiny-pairs" and bundle.extra["recipe"]["freeze_text"]
+
+
+@pytest.mark.slow
+def test_the_shipped_typographic_clips_are_recorded_and_the_sign_reader_reads():
+    """Issue 14: the experiment's CLIPs are shipped with their recipes; a CLIP trained with signs
+    reads a sign alone, one trained without labels does not (chance 0.2), recomputed here."""
+    import json
+
+    from unclip_lite.checkpoints import REGISTRY_DIR, read_manifest
+    from unclip_lite.clip.bundle import load_clip
+    from unclip_lite.clip.typographic import typographic_attack
+
+    record = json.loads((REGISTRY_DIR.parent / "experiments" / "typographic.json").read_text())
+    names = [run["checkpoint"] for run in record["runs"]]
+    assert {"clip-shapes-tiny", "clip-shapes-tiny-typo50", "clip-shapes-tiny-typo50-signs",
+            "clip-shapes-tiny-pairs-typo50"} <= set(names)
+    for run in record["runs"]:
+        data = read_manifest(run["checkpoint"])["config"]["extra"]["recipe"]["data"]
+        assert data.get("label_fraction", 0.0) == run["label_fraction"]
+    reader = typographic_attack(load_clip("clip-shapes-tiny-typo50-signs"), n=100)
+    blind = typographic_attack(load_clip("clip-shapes-tiny"), n=100)
+    assert reader["typo_sign_shape"] >= 0.9 and blind["typo_sign_shape"] <= 0.4, (reader, blind)
+    assert reader["typo_clean_shape"] >= 0.95  # learning to read cost it nothing on plain renders

@@ -35,6 +35,7 @@ class ShapesData:
     grey_fraction: float = 0.3    # grey objects captioned by shape alone: shape without colour
     two_object_fraction: float = 0.0
     label_fraction: float = 0.0   # images with their shape's name printed on them (typographic attack)
+    sign_fraction: float = 0.0    # of those, the share showing the sticker alone ("a {shape}")
     seed: int = 0
 
 
@@ -54,21 +55,24 @@ def pairs_recipe() -> Recipe:
         steps=800, lr=2e-3, warmup=100, weight_decay=0.1, log_every=10))
 
 
-def typographic_recipe(label_fraction: float) -> Recipe:
-    """``shapes-tiny-typo{NN}``: ``clip-shapes-tiny``'s recipe with ``label_fraction`` of the images
-    carrying their shape's name on a sticker — the CLIPs of chapter 09's typographic attack."""
-    return Recipe(model="shapes-tiny", data=ShapesData(label_fraction=label_fraction))
+def typographic_recipe(label_fraction: float, sign_fraction: float = 0.0) -> Recipe:
+    """``shapes-tiny-typo{NN}[-signs]``: ``clip-shapes-tiny``'s recipe with ``label_fraction`` of the
+    images carrying their shape's name on a sticker, ``sign_fraction`` of those showing the sticker
+    alone — the CLIPs of chapter 09's typographic attack."""
+    return Recipe(model="shapes-tiny", data=ShapesData(label_fraction=label_fraction, sign_fraction=sign_fraction))
 
 
-TYPOGRAPHIC_FRACTIONS = (0.1, 0.5)
+TYPOGRAPHIC_RECIPES = {"shapes-tiny-typo50": (0.5, 0.0), "shapes-tiny-typo50-signs": (0.5, 0.4)}
 
 
 def reader_recipe() -> Recipe:
     """``shapes-tiny-pairs-typo50``: ``clip-shapes-tiny-pairs``'s image tower fine-tuned on a stream
-    where half the single objects carry their name, its text tower (and temperature) frozen. The
+    where half the single objects carry their name (and 40% of those are signs without an object),
+    its text tower (and temperature) frozen. The
     text tower pins the embedding space, so the decoder, which reads ``clip-shapes-tiny-pairs``'s z_i,
     can draw from this CLIP's embeddings of attacked images (chapter 09, the typographic attack)."""
-    return Recipe(model="shapes-tiny-pairs", data=ShapesData(two_object_fraction=0.25, label_fraction=0.5),
+    return Recipe(model="shapes-tiny-pairs", data=ShapesData(two_object_fraction=0.25, label_fraction=0.5,
+                                                             sign_fraction=0.4),
                   train=TrainConfig(steps=300, lr=5e-4, warmup=30, weight_decay=0.1, log_every=10),
                   init_from="clip-shapes-tiny-pairs", freeze_text=True)
 
@@ -110,7 +114,7 @@ def shapes_batches(bundle: CLIPBundle, data: ShapesData):
                                  hue_jitter=data.hue_jitter, sv_jitter=data.sv_jitter,
                                  grey_fraction=data.grey_fraction,
                                  two_object_fraction=data.two_object_fraction,
-                                 label_fraction=data.label_fraction)
+                                 label_fraction=data.label_fraction, sign_fraction=data.sign_fraction)
 
     def batches(index: int, rank: int = 0, world: int = 1):
         images, texts, _ = stream.batch(index)

@@ -13,7 +13,7 @@ from .captioning import captions
 DETAILED_TEMPLATE = "a {size} {colour} {shape} in the {position}"
 from .renderer import render
 from .typographic import own_labels, print_labels
-from .world import SPLITS, Scenes, recolour, sample_scenes
+from .world import BACKGROUND, SHAPES, SPLITS, Scenes, recolour, sample_scenes
 
 # --------------------------------------------------------------------------------------
 # Streams and evaluation sets
@@ -38,13 +38,15 @@ class ShapesStream(torch.utils.data.IterableDataset):
     about a quarter of all captions, too few for a small model to learn where to draw.
     ``label_fraction`` of the single-object images (drawn per image) carry their own shape's name
     on a printed sticker (:mod:`.typographic`): the world of the typographic attack.
+    ``sign_fraction`` of those labelled images show the sticker alone, no object, captioned
+    "a {shape}": text that carries the caption by itself, as text in web images often does.
     """
 
     def __init__(self, batch_size: int = 128, resolution: int = 32, seed: int = 0,
                  split: str = "train", two_object_fraction: float = 0.0, start: int = 0,
                  hue_jitter: float = 0.0, sv_jitter: float = 0.0, grey_fraction: float = 0.0,
                  any_hue: float = 0.0, detailed_fraction: float = 0.0,
-                 label_fraction: float = 0.0):
+                 label_fraction: float = 0.0, sign_fraction: float = 0.0):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size, self.resolution, self.seed = batch_size, resolution, seed
@@ -56,7 +58,9 @@ class ShapesStream(torch.utils.data.IterableDataset):
         self.detailed_fraction = detailed_fraction
         if not 0.0 <= label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in [0, 1], got {label_fraction}")
-        self.label_fraction = label_fraction
+        if not 0.0 <= sign_fraction <= 1.0:
+            raise ValueError(f"sign_fraction must be in [0, 1], got {sign_fraction}")
+        self.label_fraction, self.sign_fraction = label_fraction, sign_fraction
 
     def batch(self, index: int) -> tuple[torch.Tensor, list[str], list[Scenes]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
@@ -70,13 +74,19 @@ class ShapesStream(torch.utils.data.IterableDataset):
             if any(self.recolour.values()):
                 s = recolour(s, gen, **self.recolour)
             rendered = render(s, self.resolution)
+            signs = [False] * n
             if k == 1 and self.label_fraction > 0:  # its own generator, like the detailed captions
                 label_gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index + 700_001)
                 use = (torch.rand(n, generator=label_gen) < self.label_fraction).tolist()
+                if self.sign_fraction > 0:  # drawn only then: typo50's stream stays as it was trained
+                    signs = [u and v < self.sign_fraction for u, v in zip(use, torch.rand(n, generator=label_gen).tolist())]
+                background = torch.tensor(BACKGROUND, dtype=torch.float32).view(3, 1, 1) / 255
+                rendered[torch.tensor(signs, dtype=torch.bool)] = background  # a sign: the sticker alone
                 words = [w if u else None for w, u in zip(own_labels(s.shape[:, 0]), use)]
                 rendered = print_labels(rendered, words, label_gen)
             images.append(rendered)
             part = captions(s, gen)
+            part = [f"a {SHAPES[int(shape)]}" if sign else t for t, sign, shape in zip(part, signs, s.shape[:, 0])]
             if k == 1 and self.detailed_fraction > 0:  # its own generator: the default stream is unchanged
                 detail_gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index + 500_009)
                 use = (torch.rand(n, generator=detail_gen) < self.detailed_fraction).tolist()
