@@ -102,8 +102,8 @@ def test_the_shipped_typographic_clips_are_recorded_and_the_sign_reader_reads():
 
     record = json.loads((REGISTRY_DIR.parent / "experiments" / "typographic.json").read_text())
     names = [run["checkpoint"] for run in record["runs"]]
-    assert {"clip-shapes-tiny", "clip-shapes-tiny-typo50", "clip-shapes-tiny-typo50-signs",
-            "clip-shapes-tiny-pairs-typo50"} <= set(names)
+    assert {"clip-shapes-tiny", "clip-shapes-tiny-typo50", "clip-shapes-tiny-typo20-signs",
+            "clip-shapes-tiny-typo50-signs", "clip-shapes-tiny-pairs-typo50"} <= set(names)
     for run in record["runs"]:
         data = read_manifest(run["checkpoint"])["config"]["extra"]["recipe"]["data"]
         assert data.get("label_fraction", 0.0) == run["label_fraction"]

@@ -62,7 +62,8 @@ def typographic_recipe(label_fraction: float, sign_fraction: float = 0.0) -> Rec
     return Recipe(model="shapes-tiny", data=ShapesData(label_fraction=label_fraction, sign_fraction=sign_fraction))
 
 
-TYPOGRAPHIC_RECIPES = {"shapes-tiny-typo50": (0.5, 0.0), "shapes-tiny-typo50-signs": (0.5, 0.4)}
+TYPOGRAPHIC_RECIPES = {"shapes-tiny-typo50": (0.5, 0.0), "shapes-tiny-typo20-signs": (0.2, 0.4),
+                       "shapes-tiny-typo50-signs": (0.5, 0.4)}
 
 
 def reader_recipe() -> Recipe:

@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     from unclip_lite.hardware import hardware
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--clips", default="clip-shapes-tiny,clip-shapes-tiny-typo50,clip-shapes-tiny-typo50-signs,"
+    parser.add_argument("--clips", default="clip-shapes-tiny,clip-shapes-tiny-typo50,clip-shapes-tiny-typo20-signs,"
+                                           "clip-shapes-tiny-typo50-signs,"
                                            "clip-shapes-tiny-pairs,clip-shapes-tiny-pairs-typo50")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--out", default=str(REGISTRY_DIR.parent / "experiments" / "typographic.json"))
