@@ -55,3 +55,16 @@ def test_binding_retrieval_is_the_clip_swap_test():
     out = failures.binding_retrieval(clip, n=60)
     direct = evaluate_pairs(clip, n=60)
     assert out == {f"swap_{w}": round(direct[f"pairs_swap_{w}"], 4) for w in ("colour", "shape", "relation")}
+
+
+def test_every_edit_covers_every_change_once_from_training_pairs():
+    from unclip_lite.unclip.manipulate_eval import every_edit
+
+    for change, names, n in (("colour", shapes.COLOURS, 56), ("shape", shapes.SHAPES, 20)):
+        images, scenes, sources, wanted, index = every_edit(change)
+        assert images.shape == (n, 3, 32, 32) and len(sources) == len(wanted) == n
+        own = scenes.__dict__[change][:, 0]
+        assert {(a, b) for a, b in zip(own.tolist(), index.tolist())} == \
+            {(a, b) for a in range(len(names)) for b in range(len(names)) if a != b}  # every from -> to once
+        assert not shapes.HELD_OUT_TABLE[scenes.colour[:, 0], scenes.shape[:, 0]].any()  # sources: training pairs
+        assert all(s != w for s, w in zip(sources, wanted))

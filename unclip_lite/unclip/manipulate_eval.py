@@ -112,6 +112,56 @@ def text_diffs(decoder, clip, judge, images: torch.Tensor, scenes: shapes.Scenes
     return out
 
 
+def every_edit(change: str, resolution: int = 32) -> tuple[torch.Tensor, shapes.Scenes, list[str], list[str], torch.Tensor]:
+    """Every colour (or shape) change once: one large render per source colour (shape) on a shape
+    (colour) that makes a training pair, repeated for each other colour (shape) — 8 × 7 = 56 colour
+    edits, 5 × 4 = 20 shape edits. Returns the renders [N, 3, R, R], their scenes, the source and
+    target captions, and the target index [N]. Positions cycle through the five named ones."""
+    names = shapes.COLOURS if change == "colour" else shapes.SHAPES
+    colours, kinds, targets = [], [], []
+    for i, name in enumerate(names):
+        partner = next(o for o in (shapes.SHAPES if change == "colour" else shapes.COLOURS)
+                       if ((name, o) if change == "colour" else (o, name)) not in shapes.HELD_OUT_PAIRS)
+        for j in range(len(names)):
+            if j != i:
+                colours.append(name if change == "colour" else partner)
+                kinds.append(partner if change == "colour" else name)
+                targets.append(j)
+    scenes = shapes.make_scenes(colours, kinds, size="large")
+    positions = torch.arange(len(colours)) % len(shapes.POSITION_NAMES)
+    xy = torch.tensor([shapes.POSITIONS[p] for p in shapes.POSITION_NAMES])[positions]  # [N, 2]
+    scenes = shapes.Scenes(**{**scenes.__dict__, "x": xy[:, :1], "y": xy[:, 1:], "position": positions})
+    sources = [shapes.zero_shot_prompt(c, k) for c, k in zip(colours, kinds)]
+    wanted = [shapes.zero_shot_prompt(names[t], k) if change == "colour" else shapes.zero_shot_prompt(c, names[t])
+              for c, k, t in zip(colours, kinds, targets)]
+    return shapes.render(scenes, resolution), scenes, sources, wanted, torch.tensor(targets)
+
+
+@torch.no_grad()
+def text_diffs_all(decoder, clip, judge, thetas=THETAS, steps: int = 50) -> dict:
+    """:func:`text_diffs` over :func:`every_edit`: per change and θ, ``success``, ``kept_other``,
+    ``kept_position``, and ``success_to_heldout`` (edits whose target pair is held out of training)."""
+    out = {}
+    for change, other in (("colour", "shape"), ("shape", "colour")):
+        images, scenes, sources, wanted, index = every_edit(change, decoder.image_size)
+        z_i, x_T = encode(decoder, clip, images, steps=steps)
+        source = judge_scenes(judge, images)
+        z_d = text_diff(clip, wanted, sources)
+        colour = index if change == "colour" else scenes.colour[:, 0]
+        shape = scenes.shape[:, 0] if change == "colour" else index
+        heldout = shapes.HELD_OUT_TABLE[colour, shape]  # [N]
+        out[change] = {"n": len(images), "n_to_heldout": int(heldout.sum())}
+        for theta in thetas:
+            read = judge_scenes(judge, decode(decoder, slerp(z_i, z_d, theta), x_T, steps=steps))
+            hit = read[change] == index
+            out[change][f"{theta:g}"] = {
+                "success": round(hit.float().mean().item(), 4),
+                "success_to_heldout": round(hit[heldout].float().mean().item(), 4) if heldout.any() else None,
+                "kept_other": round((read[other] == source[other]).float().mean().item(), 4),
+                "kept_position": round((read["position"] == source["position"]).float().mean().item(), 4)}
+    return out
+
+
 @torch.no_grad()
 def concept_arithmetic(decoder, clip, judge, images: torch.Tensor, scenes: shapes.Scenes, steps: int = 50) -> dict:
     """Word arithmetic on z_i, x_T fixed: z = norm(z_i + z_t("blue") − z_t("red")) for each source's
@@ -131,7 +181,8 @@ def concept_arithmetic(decoder, clip, judge, images: torch.Tensor, scenes: shape
     return out
 
 
-PARTS = ("reconstruction", "variations", "interpolation", "text_diffs", "concept_arithmetic", "binding_retrieval",
+PARTS = ("reconstruction", "variations", "interpolation", "text_diffs", "text_diffs_all", "concept_arithmetic",
+         "binding_retrieval",
          "typographic_decode", "typographic_decode_reader", "detail")
 
 
@@ -156,6 +207,7 @@ def evaluate_manipulations(decoder, clip, judge, upsamplers=(), reader=None, n: 
         "variations": lambda: variations(decoder, clip, judge, images[:half], steps=steps),
         "interpolation": lambda: interpolation(decoder, clip, judge, a, b, steps=steps),
         "text_diffs": lambda: text_diffs(decoder, clip, judge, images[:half], scenes[:half], steps=steps),
+        "text_diffs_all": lambda: text_diffs_all(decoder, clip, judge, steps=steps),
         "concept_arithmetic": lambda: concept_arithmetic(decoder, clip, judge, images[:half], scenes[:half], steps=steps),
         "binding_retrieval": lambda: failures.binding_retrieval(clip, n=max(n, 100)),
         "typographic_decode": lambda: failures.typographic_decode(decoder, clip, judge, n=min(n, 64), steps=steps),
