@@ -20,9 +20,9 @@ SMALL = {"clip": ["data.batch_size=16"], "glide": ["data.batch_size=2"], "classi
 
 def test_every_kind_is_registered_once_with_what_the_cli_needs():
     assert set(KINDS) == {"clip", "glide", "classifier", "judge", "prior", "ar-prior", "decoder", "upsampler",
-                          "unclip", "vqgan"}
-    for kind in KINDS.values():  # a pipeline is composed from trained parts, not trained itself
-        assert (kind.recipes or kind.name == "unclip") and kind.evaluate and kind.bundle.kind
+                          "unclip", "vqgan", "clipdraw", "vqgan-clip"}
+    for kind in KINDS.values():  # a pipeline or a CLIP-guided method is composed from trained parts
+        assert (kind.recipes or kind.compose or kind.name == "unclip") and kind.evaluate and kind.bundle.kind
     assert get_kind("glide").sample is not None and get_kind("clip").sample is None
     assert get_kind("unclip").sample is not None and get_kind("unclip").default_checkpoint == "unclip-shapes-tiny"
     with pytest.raises(ValueError, match="unknown model kind 'dalle'"):

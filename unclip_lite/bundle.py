@@ -75,6 +75,25 @@ class Bundle:
         return bundle
 
 
+class ComposedBundle(Bundle):
+    """A checkpoint with no weights of its own, only the checkpoints it is composed of (each
+    by name and sha256, :func:`~unclip_lite.checkpoints.component_entry`) and its settings:
+    the unCLIP pipeline, CLIPDraw, VQGAN-CLIP. Loading it loads and checks the components, so
+    its recorded numbers always belong to the exact weights they were measured with."""
+
+    def save(self, path: str | Path, manifest: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+        return save_checkpoint(path, {}, self.config_dict(), kind=self.kind, manifest=manifest)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, device: str | torch.device | None = None, **options):
+        ckpt = load_checkpoint(name_or_path, kind=cls.kind)
+        bundle = cls.from_config(ckpt.config, source=str(ckpt.path), **options)
+        bundle.manifest = ckpt.manifest
+        if device is not None:
+            bundle.model.to(device)
+        return bundle
+
+
 def manifest_for(trainer, command: str, metrics: dict, overrides: dict | None = None) -> dict:
     """The manifest of a freshly trained checkpoint: the exact command and the recipe fields
     it overrode, training time and steps, the machine and the precision it ran in, metrics."""

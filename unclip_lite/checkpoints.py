@@ -148,6 +148,24 @@ def read_manifest(name_or_path: str | Path) -> dict:
         raise CheckpointError(f"manifest {path} is not valid JSON ({err})") from err
 
 
+def component_entry(name_or_path: str | Path) -> dict:
+    """``{"name", "sha256"}`` of a checkpoint that another one is composed from (a pipeline, a
+    CLIP-guided method): the hash pins the exact weights the composition was measured with."""
+    found = read_manifest(name_or_path)
+    if not found or not found.get("sha256"):
+        raise FileNotFoundError(f"no checkpoint {str(name_or_path)!r} (or its manifest has no sha256)")
+    return {"name": str(name_or_path), "sha256": found["sha256"]}
+
+
+def check_component(entry: dict, source: str = "checkpoint") -> None:
+    """Refuse a component retrained (or replaced) since it was composed: its sha256 differs."""
+    found = read_manifest(entry["name"]).get("sha256")
+    if found != entry["sha256"]:
+        raise ValueError(
+            f"{source}: component {entry['name']!r} has sha256 {str(found)[:12]}…, but this checkpoint was "
+            f"composed with {entry['sha256'][:12]}… — compose it again with the current component")
+
+
 def load_checkpoint(name_or_path: str | Path, kind: str | None = None,
                     verify: bool = True) -> Checkpoint:
     """Load weights and config; check the hash against the manifest and the kind.

@@ -107,10 +107,12 @@ def cmd_eval(args) -> int:
     import torch
 
     from unclip_lite.checkpoints import update_manifest
-    from unclip_lite.kinds import EvalOptions, kind_of
+    from unclip_lite.kinds import KINDS, EvalOptions, kind_of
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.checkpoint in KINDS and KINDS[args.checkpoint].default_checkpoint:  # `eval clipdraw`
+        args.checkpoint = KINDS[args.checkpoint].default_checkpoint
     kind = kind_of(args.checkpoint)
     if kind.evaluate is None:
         raise ValueError(f"{args.checkpoint}: no evaluation for a checkpoint of kind {kind.name!r}")
@@ -124,8 +126,45 @@ def cmd_eval(args) -> int:
     print(json.dumps(metrics, sort_keys=True))
     if args.record:
         command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
+        from unclip_lite.hardware import hardware
+
         update_manifest(args.checkpoint, metrics=metrics, eval_command=command,
-                        eval_seconds=round(time.perf_counter() - start, 1))
+                        eval_seconds=round(time.perf_counter() - start, 1), eval_hardware=hardware(),
+                        eval_threads=torch.get_num_threads())
+    return 0
+
+
+def cmd_compose(args) -> int:
+    """Write a checkpoint without weights of its own (CLIPDraw, VQGAN-CLIP) from shipped ones."""
+    import shlex
+    import time
+
+    from unclip_lite.checkpoints import REGISTRY_DIR
+    from unclip_lite.hardware import hardware
+    from unclip_lite.kinds import KINDS, get_kind
+
+    kind = get_kind(args.model)
+    if kind.compose is None:
+        raise ValueError(f"{kind.name!r} checkpoints are trained, not composed; composable: "
+                         f"{', '.join(k.name for k in KINDS.values() if k.compose)}")
+    components = {}
+    for item in args.use or []:
+        role, sep, name = item.partition("=")
+        if not sep or not role or not name:
+            raise ValueError(f"--use takes ROLE=CHECKPOINT (e.g. clip=clip-shapes-tiny), got {item!r}")
+        components[role] = name
+    import inspect
+
+    roles = [r for r in inspect.signature(kind.compose).parameters if r != "config"]
+    unknown = sorted(set(components) - set(roles))
+    if unknown:
+        raise ValueError(f"{kind.name} has no component {', '.join(unknown)}; its roles: {', '.join(roles)}")
+    bundle = kind.compose(**components)
+    path = Path(args.out) if args.out else REGISTRY_DIR / f"{args.name or kind.default_checkpoint}.safetensors"
+    command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
+    path = bundle.save(path, manifest={"command": command, "hardware": hardware(),
+                                       "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -154,7 +193,7 @@ def cmd_sample(args) -> int:
         print(f"wrote {len(images)} images to {out_dir}", file=sys.stderr)
     else:
         save_image(images, args.out, nrow=args.n, padding=2)
-        print(f"wrote {args.out} ({len(args.prompt)} rows of {args.n})", file=sys.stderr)
+        print(f"wrote {args.out} ({len(images)} images, {args.n} per row)", file=sys.stderr)
     return 0
 
 
@@ -198,14 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision_flag(p, default=None)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("sample", help=cmd_sample.__doc__)
-    p.add_argument("model", help="model kind: glide or unclip")
-    p.add_argument("--prompt", action="append", required=True, help="a caption; repeat for more rows")
+    p.add_argument("model", help="model kind: glide, unclip, clipdraw or vqgan-clip")
+    p.add_argument("--prompt", action="append", required=True,
+                   help="a caption; repeat for more rows (vqgan-clip: 'text:weight', all steer one image)")
     p.add_argument("--checkpoint", help="a shipped checkpoint name or a path (default: glide-shapes-tiny, "
                                         "unclip-shapes-tiny)")
     p.add_argument("--guidance", type=float, default=3.0,
                    help="classifier-free guidance scale, 0..50 (unclip: the decoder's)")
     p.add_argument("--sampler", default="ddim", help="ddim or ddpm")
-    p.add_argument("--steps", type=int, help="sampling steps (ddim: default 50; ddpm: default all)")
+    p.add_argument("--steps", type=int, help="sampling steps (ddim: default 50; ddpm: default all); "
+                                             "clipdraw, vqgan-clip: optimiser steps (default: the checkpoint's)")
     p.add_argument("--respacing", help='instead of --steps: a respacing spec, e.g. "100", "ddim25", "fast27"')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=4, help="samples per prompt")
@@ -221,21 +262,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-steps", type=int, default=64, help="unclip: the diffusion prior's DDIM steps")
     p.add_argument("--rerank", type=int, default=1, help="unclip: draw N per image, keep the best CLIP score")
     p.add_argument("--stages", type=int, help="unclip: how many upsamplers to run (default all)")
+    p.add_argument("--strokes", type=int, help="clipdraw: number of strokes (default: the checkpoint's)")
+    p.add_argument("--no-augment", action="store_true", help="clipdraw: one plain view per step (the ablation)")
+    p.add_argument("--init-image", help="vqgan-clip: start from this PNG's codes (the VQGAN's size)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--out", default="samples.png", help="one grid PNG, a row per prompt")
     out.add_argument("--out-dir", help="one PNG per sample instead")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=cmd_sample)
+    p = sub.add_parser("compose", help=cmd_compose.__doc__)
+    p.add_argument("model", help="model kind: clipdraw or vqgan-clip")
+    p.add_argument("--use", action="append", metavar="ROLE=CHECKPOINT",
+                   help="a component, e.g. --use clip=clip-shapes-tiny --use vqgan=vqgan-shapes-tiny")
+    p.add_argument("--name", help="checkpoint name (default: the kind's shipped one, e.g. clipdraw-shapes-tiny)")
+    p.add_argument("--out", help="weights path instead (default: data/checkpoints/<name>.safetensors)")
+    p.set_defaults(func=cmd_compose)
     p = sub.add_parser("eval", help=cmd_eval.__doc__)
-    p.add_argument("checkpoint", help="a shipped checkpoint name or a path")
-    p.add_argument("--n", type=int, default=1000, help="evaluation images per split (clip, judge)")
-    p.add_argument("--per-pair", type=int, default=4, help="glide: DDIM samples per colour x shape pair")
+    p.add_argument("checkpoint", help="a shipped checkpoint name or a path (clipdraw, vqgan-clip, unclip: "
+                                      "the kind's shipped one)")
+    p.add_argument("--n", type=int, default=1000,
+                   help="evaluation images per split (clip, judge); clipdraw, vqgan-clip: prompts (<= 40)")
+    p.add_argument("--per-pair", type=int,
+                   help="glide: DDIM samples per colour x shape pair (4); clipdraw, vqgan-clip: seeds (2)")
     p.add_argument("--ddpm-per-pair", type=int, default=2, help="glide: DDPM-1000 vs DDIM samples per pair")
     p.add_argument("--attr-per-pair", type=int, default=2,
                    help="glide: samples per pair of prompts naming a size and a position (0 skips them)")
     p.add_argument("--pairs-n", type=int, default=120,
                    help="glide: two-object prompts (inpainting: 'add' edits); guides: 0 skips the guidance run")
-    p.add_argument("--steps", type=int, default=50, help="glide: DDIM steps")
+    p.add_argument("--steps", type=int, help="glide: DDIM steps (50); clipdraw, vqgan-clip: optimiser steps")
     p.add_argument("--respacing", default="fast27", help="upsamplers: the DDIM schedule to sample with")
     p.add_argument("--scales", help="guides: gradient guidance scales to try, e.g. 1,3,10")
     p.add_argument("--base", default="glide-shapes-tiny", help="guides: the GLIDE they steer")

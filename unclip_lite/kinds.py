@@ -31,6 +31,8 @@ from unclip_lite.clip import emoji_recipe
 from unclip_lite.clip import noised as noised_clip
 from unclip_lite.clip import recipes as clip_recipes
 from unclip_lite.clip.bundle import CLIPBundle
+from unclip_lite.clipdraw.bundle import ClipDrawBundle
+from unclip_lite.data.formats import decode_image
 from unclip_lite.glide import evaluate as glide_evaluate
 from unclip_lite.glide import guide_recipes
 from unclip_lite.glide import recipes as glide_recipes
@@ -45,6 +47,7 @@ from unclip_lite.unclip.pipeline import UnCLIPBundle
 from unclip_lite.unclip.upsampler import UpsamplerBundle
 from unclip_lite.vqgan import recipes as vqgan_recipes
 from unclip_lite.vqgan.bundle import VQGANBundle
+from unclip_lite.vqgan.guided import VQGANClipBundle
 
 
 @dataclass
@@ -52,11 +55,11 @@ class EvalOptions:
     """The knobs of ``unclip-lite eval`` (each kind reads the ones it has)."""
 
     n: int = 1000              # evaluation images per split (clip, judge, guides' reading; upsampler: ≤ 100)
-    per_pair: int = 4          # glide: DDIM samples per colour × shape pair
+    per_pair: int | None = None  # glide: DDIM samples per colour × shape pair (4); clipdraw, vqgan-clip: seeds (2)
     ddpm_per_pair: int = 2     # glide: DDPM-1000 vs DDIM samples per pair
     attr_per_pair: int = 2     # glide: prompts naming size and position, per pair
     pairs_n: int = 120         # glide: two-object prompts; inpainting: 'add' edits; guides: 0 skips the guidance run
-    steps: int = 50            # DDIM steps
+    steps: int | None = None   # DDIM steps (glide 50, decoder ≤ 20); clipdraw, vqgan-clip: optimiser steps
     respacing: str = "fast27"  # upsamplers
     scales: tuple[float, ...] | None = None  # guides: gradient guidance scales to try
     base: str = "glide-shapes-tiny"          # guides: the GLIDE they steer
@@ -85,6 +88,8 @@ class ModelKind:
     sample: Callable[[Bundle, Any], torch.Tensor] | None = None  # from the CLI's parsed arguments
     default_checkpoint: str | None = None  # what ``sample`` draws from without --checkpoint
     load: Callable[[Any], Bundle] | None = None  # the checkpoint from the CLI's arguments (default: bundle.load)
+    # a checkpoint without weights of its own, from shipped ones: ``compose(role=checkpoint name, …) -> bundle``
+    compose: Callable[..., Bundle] | None = None
 
 
 KINDS: dict[str, ModelKind] = {}
@@ -138,7 +143,7 @@ def _guidance_run(bundle: Bundle, kind: str, guide: Callable, options: EvalOptio
         return {}
     metrics = glide_evaluate.evaluate_guidance(
         GlideBundle.load(options.base), guide, kind, scales=options.scales or (1.0, 3.0, 10.0),
-        per_pair=options.per_pair, steps=options.steps, precision=options.precision, progress=False)
+        per_pair=options.per_pair or 4, steps=options.steps or 50, precision=options.precision, progress=False)
     return {**metrics, "base": options.base}
 
 
@@ -159,11 +164,11 @@ def evaluate_classifier(bundle: ClassifierBundle, options: EvalOptions) -> dict:
 def evaluate_glide(bundle: GlideBundle, options: EvalOptions) -> dict:
     common = dict(precision=options.precision, progress=False)
     if bundle.conditioning == "inpaint":
-        return glide_evaluate.evaluate_inpainting(bundle, per_pair=options.per_pair, pairs_n=options.pairs_n,
-                                                  steps=options.steps, **common)
+        return glide_evaluate.evaluate_inpainting(bundle, per_pair=options.per_pair or 4, pairs_n=options.pairs_n,
+                                                  steps=options.steps or 50, **common)
     if bundle.conditioning == "low_res":
         return glide_evaluate.evaluate_upsampler(bundle, n=min(options.n, 100), respacing=options.respacing, **common)
-    return glide_evaluate.evaluate_glide(bundle, per_pair=options.per_pair, steps=options.steps,
+    return glide_evaluate.evaluate_glide(bundle, per_pair=options.per_pair or 4, steps=options.steps or 50,
                                          ddpm_per_pair=options.ddpm_per_pair, pairs_n=options.pairs_n,
                                          attr_per_pair=options.attr_per_pair, **common)
 
@@ -234,7 +239,7 @@ register(ModelKind(
     recipes={"shapes-tiny": RecipeEntry(decoder_recipes.DecoderRecipe, decoder_recipes.train_decoder,
                                         decoder_recipes.decoder_quick_metrics)},
     evaluate=lambda bundle, options: decoder_recipes.evaluate_decoder(
-        bundle, attr_per_pair=options.attr_per_pair, pairs_n=min(options.pairs_n, 60), steps=min(options.steps, 20))))
+        bundle, attr_per_pair=options.attr_per_pair, pairs_n=min(options.pairs_n, 60), steps=min(options.steps or 20, 20))))
 
 register(ModelKind(
     "upsampler", UpsamplerBundle, "unCLIP's upsamplers: no text, no attention, trained on corrupted crops",
@@ -264,7 +269,48 @@ def sample_unclip(bundle: UnCLIPBundle, args) -> torch.Tensor:
 register(ModelKind(
     "unclip", UnCLIPBundle, "unCLIP end to end: caption -> prior -> decoder -> upsamplers (names its components)",
     evaluate=lambda bundle, options: compare.evaluate_unclip(
-        bundle, per_pair=min(options.per_pair, 2), pairs_n=min(options.pairs_n, 60), steps=min(options.steps, 20),
+        bundle, per_pair=min(options.per_pair or 2, 2), pairs_n=min(options.pairs_n, 60), steps=min(options.steps or 20, 20),
         precision=options.precision),
     sample=sample_unclip, default_checkpoint="unclip-shapes-tiny",
     load=lambda args: UnCLIPBundle.load(args.checkpoint, prior=args.prior)))
+
+
+# ----------------------------------------------------------------------------- chapter 03: CLIP-guided optimisation
+
+
+def evaluate_guided(bundle: ClipDrawBundle | VQGANClipBundle, options: EvalOptions) -> dict:
+    """CLIPDraw / VQGAN-CLIP on the colour × shape prompts (``--n``: how many, ≤ 40), ``--per-pair``
+    seeds each (2), read by the guide and by the Shapes judge; ``--steps`` overrides the method's."""
+    overrides = {"steps": options.steps} if options.steps else {}
+    return bundle.evaluate(judge.JudgeBundle.load("judge-shapes").model, n_prompts=min(options.n, 40),
+                           seeds=options.per_pair or 2, progress=True, **overrides)
+
+
+def sample_clipdraw(bundle: ClipDrawBundle, args) -> torch.Tensor:
+    """``--n`` drawings per ``--prompt`` (seeds ``--seed``, +1, …): a row per prompt."""
+    overrides = {k: v for k, v in (("steps", args.steps), ("strokes", args.strokes)) if v is not None}
+    if args.no_augment:
+        overrides["augment"] = False
+    return torch.stack([bundle.draw(prompt, seed=args.seed + i, progress=True, **overrides)
+                        for prompt in args.prompt for i in range(args.n)])
+
+
+def sample_vqgan_clip(bundle: VQGANClipBundle, args) -> torch.Tensor:
+    """``--n`` images (seeds ``--seed``, +1, …), each steered by **all** ``--prompt "text:weight"``."""
+    overrides = {"steps": args.steps} if args.steps is not None else {}
+    if args.init_image and not Path(args.init_image).is_file():
+        raise FileNotFoundError(f"no image {args.init_image!r}")
+    init = decode_image(Path(args.init_image)) if args.init_image else None  # [3, H, W] in [0, 1]
+    return torch.stack([bundle.draw(args.prompt, seed=args.seed + i, init_image=init, progress=True, **overrides)
+                        for i in range(args.n)])
+
+
+register(ModelKind(
+    "clipdraw", ClipDrawBundle, "CLIPDraw (Frans et al. 2021): strokes moved until a CLIP likes them; no weights",
+    evaluate=evaluate_guided, sample=sample_clipdraw, default_checkpoint="clipdraw-shapes-tiny",
+    compose=ClipDrawBundle.compose))
+
+register(ModelKind(
+    "vqgan-clip", VQGANClipBundle, "VQGAN-CLIP (Crowson et al. 2022): a VQGAN latent steered by a CLIP; no weights",
+    evaluate=evaluate_guided, sample=sample_vqgan_clip, default_checkpoint="vqgan-clip-shapes-tiny",
+    compose=VQGANClipBundle.compose))

@@ -66,6 +66,10 @@ class ClipDrawConfig:
     seed: int = 0
 
     def __post_init__(self):
+        # tuples again after a JSON round trip (a composed checkpoint stores this config)
+        self.lr_milestones = tuple(tuple(m) for m in self.lr_milestones)
+        self.crop_scale, self.background = tuple(self.crop_scale), tuple(self.background)
+        self.negative_prompts = tuple(self.negative_prompts)
         if self.strokes < 1:
             raise ValueError(f"strokes must be >= 1; got {self.strokes}")
         if self.segments is not None and not 1 <= self.segments <= MAX_SEGMENTS:
@@ -299,8 +303,9 @@ def evaluate_clipdraw(clip, judge, config: ClipDrawConfig | None = None,
     ``clip_score``: cosine with the prompt of the final un-augmented drawing (``_init``: of
     the random strokes); ``colour`` / ``shape``: the judge's single-object heads agree with
     the prompt; ``joint``: both (the prompt names no position or size, so those are not
-    graded); ``one_object``: the judge counts one object. The paper's §4 contrast — high CLIP
-    score without augmentation, recognisable drawings only with it — in numbers.
+    graded); ``one_object``: the judge counts one object; ``seconds_per_image``: wall time,
+    judging included. The paper's §4 contrast — high CLIP score without augmentation,
+    recognisable drawings only with it — in numbers.
     """
     config = config or ClipDrawConfig()
     pairs = prompts if prompts is not None else [(c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
@@ -332,6 +337,7 @@ def evaluate_clipdraw(clip, judge, config: ClipDrawConfig | None = None,
             "joint": float((colour_ok & shape_ok).float().mean()),
             "one_object": float((read["n_objects"] == 1).float().mean()),
             "seconds": time.perf_counter() - start, "n": len(rows), "images": images_t,
+            "seconds_per_image": (time.perf_counter() - start) / max(1, len(rows)),
         }
     return results
 

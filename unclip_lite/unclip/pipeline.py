@@ -30,8 +30,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from unclip_lite.bundle import Bundle
-from unclip_lite.checkpoints import read_manifest, save_checkpoint
+from unclip_lite.bundle import ComposedBundle
+from unclip_lite.checkpoints import check_component, component_entry
 from unclip_lite.diffusion.free_guidance import MAX_SCALE
 from unclip_lite.unclip.bundle import ARPriorBundle, CaptionPrior, PriorBundle
 from unclip_lite.unclip.decoder import DecoderBundle
@@ -147,7 +147,7 @@ class UnCLIP:
 
 
 @dataclass
-class UnCLIPBundle(Bundle):
+class UnCLIPBundle(ComposedBundle):
     """A pipeline checkpoint: no weights, the names and sha256s of its components."""
 
     kind = "unclip"
@@ -160,38 +160,22 @@ class UnCLIPBundle(Bundle):
     def config_dict(self) -> dict:
         return {"components": self.components, "extra": self.extra}
 
-    def save(self, path: str | Path, manifest: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-        return save_checkpoint(path, {}, self.config_dict(), kind=self.kind, manifest=manifest)
-
     @classmethod
     def from_config(cls, config: dict, state_dict: dict | None = None, source: str = "checkpoint",
                     prior: str = "diffusion") -> UnCLIPBundle:
         if prior not in PRIOR_KINDS:
             raise ValueError(f"prior must be one of {', '.join(PRIOR_KINDS)}, got {prior!r}")
         components = config["components"]
-        for name, sha in _component_hashes(components).items():  # refuse a component retrained since
-            found = read_manifest(name).get("sha256")
-            if found != sha:
-                raise ValueError(f"{source}: component {name!r} has sha256 {str(found)[:12]}…, the pipeline "
-                                 f"was composed with {sha[:12]}… — re-compose it (compose_unclip)")
+        for entry in _components(components):  # refuse a component retrained since
+            check_component(entry, source)
         prior_bundle = PRIOR_KINDS[prior].load(components["priors"][prior]["name"])
         pipe = UnCLIP(prior_bundle, DecoderBundle.load(components["decoder"]["name"]),
                       [UpsamplerBundle.load(c["name"]) for c in components["super_res"]])
         return cls(pipe, prior, components, config.get("extra", {}))
 
-    @classmethod
-    def load(cls, name_or_path: str | Path, device=None, prior: str = "diffusion") -> UnCLIPBundle:
-        from unclip_lite.checkpoints import load_checkpoint
 
-        ckpt = load_checkpoint(name_or_path, kind=cls.kind)
-        bundle = cls.from_config(ckpt.config, source=str(ckpt.path), prior=prior)
-        bundle.manifest = ckpt.manifest
-        return bundle
-
-
-def _component_hashes(components: dict) -> dict[str, str]:
-    parts = [*components["priors"].values(), components["decoder"], *components["super_res"]]
-    return {c["name"]: c["sha256"] for c in parts}
+def _components(components: dict) -> list[dict]:
+    return [*components["priors"].values(), components["decoder"], *components["super_res"]]
 
 
 def compose_unclip(path: str | Path, prior: str = "prior-shapes-tiny", ar_prior: str = "ar-prior-shapes-tiny",
@@ -199,12 +183,7 @@ def compose_unclip(path: str | Path, prior: str = "prior-shapes-tiny", ar_prior:
                    super_res: Sequence[str] = ("upsampler-shapes-64", "upsampler-shapes-128"),
                    manifest: dict | None = None) -> Path:
     """Write a pipeline checkpoint naming these shipped components (checked to fit together first)."""
-    def entry(name: str) -> dict:
-        found = read_manifest(name)
-        if not found:
-            raise FileNotFoundError(f"no checkpoint {name!r}")
-        return {"name": name, "sha256": found["sha256"]}
-
+    entry = component_entry
     components = {"priors": {"diffusion": entry(prior), "ar": entry(ar_prior)}, "decoder": entry(decoder),
                   "super_res": [entry(name) for name in super_res]}
     bundle = UnCLIPBundle.from_config({"components": components})  # loads and checks every piece

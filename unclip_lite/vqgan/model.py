@@ -46,17 +46,25 @@ class VQGANConfig:
     # with the loss, one optimiser owns every weight, so the shared trainer's accumulation, resume
     # and data parallelism stay correct without special cases.
     codebook_update: str = "loss"
+    data_init: bool = True  # against codebook collapse (VectorQuantizer): codes ← the first batch's outputs
+    restart_every: int = 25  # optimiser steps between dead-code restarts; 0 disables them
+    usage_decay: float = 0.9  # EMA decay of each code's assignment count (memory of ~10 steps)
+    dead_threshold: float = 1.0  # dead: EMA count < this many vectors per forward pass (Jukebox's 1)
+    init_noise: float = 0.01  # noise std (× the vectors' std) when a batch has fewer vectors than codes
     disc_width: int = 64  # channels of the discriminator's first layer (taming: ndf = 64)
     disc_layers: int = 3  # stride-2 layers of the PatchGAN (taming's NLayerDiscriminator: 3)
-    # optimiser step at which the adversarial loss switches on: half-way through the recipe's
-    # 550 steps (taming waits tens of thousands; the split here is a guess, not a measured optimum)
-    disc_start: int = 250
+    # the step the adversarial loss starts: the last quarter of 1,200. Started at 250 of 550 it doubled
+    # the L1 error (the judge read 0.22 of the colours); taming also waits for reconstruction to converge
+    disc_start: int = 900
     disc_weight: float = 0.8  # multiplies the adaptive λ (taming's configs: 0.8)
 
     def __post_init__(self):
         self.channel_mult = tuple(self.channel_mult)
         if self.codebook_update != "loss":
             raise ValueError(f"codebook_update must be 'loss' (see VQGANConfig), got {self.codebook_update!r}")
+        if self.restart_every < 0 or not 0 <= self.usage_decay < 1 or min(self.dead_threshold, self.init_noise) < 0:
+            raise ValueError("need restart_every >= 0, 0 <= usage_decay < 1, dead_threshold >= 0, init_noise >= 0; "
+                             f"got {self.restart_every}, {self.usage_decay}, {self.dead_threshold}, {self.init_noise}")
         factor = 2 ** len(self.channel_mult)
         if self.image_size % factor:
             raise ValueError(f"image_size {self.image_size} is not divisible by 2^{len(self.channel_mult)} "
@@ -113,26 +121,105 @@ def perplexity(indices: torch.Tensor, n_codes: int) -> torch.Tensor:
     return torch.exp(-(p * torch.log(p.clamp(min=1e-10))).sum())
 
 
-class VectorQuantizer(nn.Module):
-    """The codebook ``Z = {e_k}`` and the codebook + β · commitment terms of eq. 4 (VQ-VAE's β)."""
+def sample_vectors(vectors: torch.Tensor, k: int, noise: float = 0.01) -> torch.Tensor:
+    """``k`` rows of ``vectors`` ``[N, D]`` drawn at random (global torch RNG) → ``[k, D]``.
 
-    def __init__(self, n_codes: int, dim: int, beta: float = 0.25):
+    Distinct rows when ``k ≤ N``; else every row once, then repeats (Jukebox's ``_tile``) plus
+    Gaussian noise of std ``noise`` × the vectors' std: of two equal codes argmin always picks
+    the first, so an exact copy would be dead at once.
+    """
+    n = vectors.shape[0]
+    order = torch.cat([torch.randperm(n) for _ in range(-(-k // n))])[:k].to(vectors.device)  # [k]
+    out = vectors[order].clone()
+    if k > n:
+        out[n:] += noise * vectors.std() * torch.randn(k - n, vectors.shape[1]).to(out)
+    return out
+
+
+class VectorQuantizer(nn.Module):
+    """The codebook ``Z = {e_k}`` and the codebook + β · commitment terms of eq. 4 (VQ-VAE's β),
+    with two standard guards against **codebook collapse**, active in training mode only.
+
+    Why it collapses: with the loss update a code moves only when it is some vector's nearest
+    code; taming's codes start in a tiny ball (±1/K), the few that win first are pulled out to
+    the data and keep winning, the rest never move (40-step pilot: 237 of 256 codes unused).
+
+    * **Data-dependent initialisation** (``data_init``): the first training forward sets the
+      codes to encoder outputs drawn from its batch (:func:`sample_vectors`), so every code starts
+      where the data is and has a chance to win (Łańcucki et al. 2020, "Robust training of vector
+      quantized bottleneck models"; the k-means init of Jukebox and SoundStream adds Lloyd steps).
+      The ``initialised`` buffer is saved with the weights: resume and load keep the codebook.
+    * **Dead-code restart** (``restart_every``): ``usage`` is an EMA of each code's assignment count
+      per forward pass; at every ``restart_every``-th optimiser step the codes whose usage is below
+      ``dead_threshold`` are moved onto random encoder outputs of that batch (Dhariwal et al. 2020,
+      "Jukebox", §3.1 "random restarts for embeddings"; their code: threshold 1, decay 0.99, but
+      checked every step). Once per step (``restarted_at``), on its first micro-batch, before any
+      gradient. The step comes from the batch (``vqgan_batches``), the randomness from the global
+      torch RNG that the trainer seeds and checkpoints, and the buffers are in the state dict: a
+      resumed run restarts the same codes to the same vectors.
+
+    Both edit ``codebook.weight`` outside the optimiser (a dead row's Adam moments are ~0 by
+    then); under DDP all ranks take rank 0's codebook (not tried under torchrun).
+    """
+
+    def __init__(self, n_codes: int, dim: int, beta: float = 0.25, data_init: bool = True, restart_every: int = 0,
+                 usage_decay: float = 0.9, dead_threshold: float = 1.0, init_noise: float = 0.01):
         super().__init__()
-        self.n_codes, self.dim, self.beta = n_codes, dim, beta
+        self.n_codes, self.dim, self.beta, self.data_init, self.init_noise = n_codes, dim, beta, data_init, init_noise
+        self.restart_every, self.usage_decay, self.dead_threshold = restart_every, usage_decay, dead_threshold
         self.codebook = nn.Embedding(n_codes, dim)
         nn.init.uniform_(self.codebook.weight, -1 / n_codes, 1 / n_codes)  # taming's initialisation
+        self.register_buffer("initialised", torch.tensor(False))  # set by the data-dependent init
+        # [K]: EMA of assignments per forward pass; starts (and restarts) at the threshold, "no evidence":
+        # a prior of N/K would take log(N/K)/log(1/decay) unused steps to fall below it (26 at N/K = 16)
+        self.register_buffer("usage", torch.full((n_codes,), float(dead_threshold)))
+        self.register_buffer("restarted_at", torch.tensor(-1))  # optimiser step of the last restart
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def initialise_from(self, vectors: torch.Tensor) -> None:
+        """Codes ← ``sample_vectors(vectors [N, D], K)``; usage ← ``dead_threshold``."""
+        self.codebook.weight.copy_(sample_vectors(vectors.float(), self.n_codes, self.init_noise))
+        self.usage.fill_(self.dead_threshold)
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
+    def restart_dead_codes(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Move the codes with ``usage < dead_threshold`` onto random rows of ``vectors`` ``[N, D]``;
+        their usage restarts at ``dead_threshold``. Returns the restarted indices."""
+        dead = (self.usage < self.dead_threshold).nonzero().flatten()  # [n_dead]
+        if len(dead):
+            self.codebook.weight[dead] = sample_vectors(vectors.float(), len(dead), self.init_noise)
+            self.usage[dead] = self.dead_threshold
+        return dead
+
+    def forward(self, z: torch.Tensor, step: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``z`` ``[B, D, h, w]`` → ``(z_q_st [B, D, h, w], loss, indices [B, h, w], perplexity)``.
 
         ``loss = ‖sg[z] − e‖² + β ‖z − sg[e]‖²`` (means over elements): the first term moves the
         codes towards the encoder's outputs, the second keeps the encoder committed to its codes.
         (taming's ``legacy=True`` quantiser puts β on the first term instead; we follow the paper.)
+        Training mode: init or restart first (``step``: the optimiser step), the usage EMA after.
         """
+        if self.training:
+            vectors, edited = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1]), True  # [B·h·w, D]
+            if self.data_init and not self.initialised:
+                self.initialise_from(vectors)
+            elif (self.restart_every and step is not None and step > 0 and step % self.restart_every == 0
+                  and int(self.restarted_at) != step):
+                self.restart_dead_codes(vectors)
+                self.restarted_at.fill_(step)
+            else:
+                edited = False
+            if edited and torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.broadcast(self.codebook.weight.data, 0)  # ranks drew other vectors
         codebook = self.codebook.weight  # [K, D]
         z_st, indices = straight_through_quantize(z, codebook)
         z_q = lookup(indices, codebook).to(z.dtype)  # [B, D, h, w], carries the codebook's gradient
         loss = F.mse_loss(z_q, z.detach()) + self.beta * F.mse_loss(z, z_q.detach())
+        if self.training:
+            counts = torch.bincount(indices.flatten(), minlength=self.n_codes).float()  # [K]
+            self.usage.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
         return z_st, loss, indices, perplexity(indices, self.n_codes)
 
 
@@ -214,7 +301,8 @@ class VQGAN(nn.Module):
         super().__init__()
         self.config = c = config or VQGANConfig()
         self.encoder = Encoder(c)
-        self.quantizer = VectorQuantizer(c.n_codes, c.embed_dim, c.beta)
+        self.quantizer = VectorQuantizer(c.n_codes, c.embed_dim, c.beta, c.data_init, c.restart_every,
+                                         c.usage_decay, c.dead_threshold, c.init_noise)
         self.decoder = Decoder(c)
 
     @property
@@ -227,14 +315,15 @@ class VQGAN(nn.Module):
             raise ValueError(f"this VQGAN reads images [B, {c.channels}, {c.image_size}, {c.image_size}]; "
                              f"got {tuple(x.shape)}")
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def encode(self, x: torch.Tensor, step: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """``x`` ``[B, 3, R, R]`` in [-1, 1] → ``(z_q [B, D, h, w], vq loss, info)``.
 
         ``info``: ``z`` (the encoder's continuous output ẑ), ``indices`` ``[B, h, w]``, ``perplexity``.
+        ``step``: the optimiser step, when training (it times the codebook's dead-code restarts).
         """
         self.check_images(x)
         z = self.encoder(x)  # [B, D, h, w]
-        z_q, loss, indices, ppl = self.quantizer(z)
+        z_q, loss, indices, ppl = self.quantizer(z, step)
         return z_q, loss, {"z": z, "indices": indices, "perplexity": ppl}
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
@@ -245,9 +334,9 @@ class VQGAN(nn.Module):
         """Code indices ``[B, h, w]`` → images ``[B, 3, R, R]`` (how a transformer's tokens become pixels)."""
         return self.decode(lookup(indices, self.codebook))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """``x`` in [-1, 1] → ``(reconstruction [B, 3, R, R], vq loss, info)``."""
-        z_q, loss, info = self.encode(x)
+    def forward(self, x: torch.Tensor, step: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """``x`` in [-1, 1] → ``(reconstruction [B, 3, R, R], vq loss, info)`` (``step``: see :meth:`encode`)."""
+        z_q, loss, info = self.encode(x, step)
         return self.decode(z_q), loss, info
 
 
@@ -308,4 +397,4 @@ def adaptive_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: 
 
 __all__ = ["Decoder", "Encoder", "PatchDiscriminator", "ResBlock", "VQGAN", "VQGANConfig", "VectorQuantizer",
            "adaptive_weight", "generator_adversarial_loss", "hinge_d_loss", "lookup", "nearest_code_indices",
-           "perplexity", "straight_through_quantize"]
+           "perplexity", "sample_vectors", "straight_through_quantize"]

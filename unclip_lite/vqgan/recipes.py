@@ -72,10 +72,10 @@ class VQGANRecipe:
     model: VQGANConfig = field(default_factory=VQGANConfig)
     data: VQGANData = field(default_factory=VQGANData)
     disc_lr_ratio: float = 1.0  # discriminator lr / generator lr (taming: 1)
-    # 550 steps of batch 32: about 25 minutes on one (shared) AMD EPYC core in fp32, measured
-    # at 2.0-2.4 s per step before disc_start and 2.6-3.0 s after
+    # 1,200 steps of batch 32: 2.0-2.4 s per step on one (shared) AMD EPYC core in fp32 before
+    # disc_start, 2.6-3.0 s after (550 steps were too few: colours were lost, see disc_start)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=550, lr=4e-4, betas=(0.5, 0.9), weight_decay=0.0, warmup=50, min_lr_ratio=0.1,
+        steps=1200, lr=4e-4, betas=(0.5, 0.9), weight_decay=0.0, warmup=50, min_lr_ratio=0.1,
         grad_clip=None, precision="auto", log_every=25, checkpoint_every=100))
 
 
@@ -111,7 +111,7 @@ class VQGANTraining(nn.Module):
         vqgan, critic = self.vqgan, self.discriminator
         c = vqgan.config
         images = images.to(vqgan.codebook.device)
-        recon, vq_loss, info = vqgan(images)  # [B, 3, R, R]
+        recon, vq_loss, info = vqgan(images, step)  # [B, 3, R, R]; step times the codebook's restarts
         rec_loss = (images - recon).abs().float().mean()
         loss = rec_loss + vq_loss
         logs = {"l1": rec_loss.item(), "vq": vq_loss.item(), "perplexity": info["perplexity"].item()}
@@ -133,7 +133,8 @@ def vqgan_step(model: VQGANTraining, batch: tuple[torch.Tensor, int]) -> tuple[t
 
 def vqgan_batches(config: VQGANConfig, data: VQGANData, accumulate: int = 1):
     """``batches(index, rank, world) -> (images in [-1, 1], optimiser step)``: rank r takes its
-    slice; the step (micro-step index // accumulate) tells the loss when the critic starts."""
+    slice; the step (micro-step index // accumulate) tells the loss when the critic starts and
+    the quantiser when to restart dead codes — a function of the index, so a resumed run agrees."""
     stream = shapes.ShapesStream(data.batch_size, config.image_size, seed=data.seed,
                                  two_object_fraction=data.two_object_fraction,
                                  hue_jitter=data.hue_jitter, sv_jitter=data.sv_jitter)
