@@ -84,11 +84,15 @@ def test_sample_and_eval_clipdraw_from_the_command_line(tmp_path, capsys):
                        "--prompt", "a blue circle", "--n", "2", "--steps", "2", "--strokes", "4", "--out", str(out))
     assert code == 0 and "4 images, 2 per row" in err
     assert Image.open(out).size == (2 * 34 + 2, 2 * 34 + 2)  # 2 × 2 tiles of 32 px, 2 px padding
+    code, _, err = run(capsys, "sample", "clipdraw", "--checkpoint", str(path), "--prompt", "a red star",
+                       "--strokes", "0", "--out", str(out))
+    assert code == 2 and "strokes must be >= 1" in err
     code, stdout, _ = run(capsys, "eval", str(path), "--n", "2", "--per-pair", "1", "--steps", "2", "--record")
     metrics = json.loads(stdout)
     assert code == 0 and set(metrics) == {"augment", "no_augment", "guide", "steps"} and metrics["steps"] == 2
     assert metrics["augment"]["n"] == 2 and 0 <= metrics["no_augment"]["joint"] <= 1
     assert "images" not in metrics["augment"] and read_manifest(path)["metrics"] == metrics
+    assert read_manifest(path)["eval_hardware"] and read_manifest(path)["eval_threads"] >= 1
 
 
 def test_eval_takes_a_kind_name_for_its_shipped_checkpoint():

@@ -297,3 +297,21 @@ def test_the_pipeline_names_the_shipped_parts_and_is_recorded():
             assert 0.0 <= row[key] <= 1.0, (model, key)
         assert row["position_entropy"] >= 0 and row["frechet_judge"] >= 0
     assert set(m["seconds_per_image"]) == {"prior", "decoder", "super_res_1", "super_res_2"}
+
+
+def test_clipdraw_is_recorded_and_shows_the_adversarial_gap():
+    """Issue 15, on ``unclip-lite eval clipdraw --record`` (40 prompts × 2 seeds, 300 steps): without
+    augmentations the guide's CLIP score is higher and the judge finds the prompt less often."""
+    from unclip_lite.clipdraw.bundle import ClipDrawBundle
+
+    manifest = read_manifest("clipdraw-shapes-tiny")
+    assert manifest["n_params"] == 0 and manifest["command"] == "unclip-lite compose clipdraw"
+    assert read_manifest("clip-shapes-tiny")["sha256"] == manifest["config"]["components"]["clip"]["sha256"]
+    ClipDrawBundle.load("clipdraw-shapes-tiny")
+    m = manifest["metrics"]
+    assert m["guide"] == "clip-shapes-tiny" and m["steps"] == 300 and manifest["eval_command"] == \
+        "unclip-lite eval clipdraw --record --threads 1"
+    augmented, plain = m["augment"], m["no_augment"]
+    assert augmented["n"] == plain["n"] == 80
+    assert plain["clip_score"] > augmented["clip_score"] > augmented["clip_score_init"], m
+    assert plain["joint"] < augmented["joint"] or plain["shape"] < augmented["shape"], m

@@ -57,8 +57,6 @@ def cmd_shapes(args) -> int:
 
 def cmd_train(args) -> int:
     """Train a model from its recipe and save it as a checkpoint with a manifest."""
-    import shlex
-
     import torch
 
     from unclip_lite.bundle import manifest_for
@@ -83,7 +81,7 @@ def cmd_train(args) -> int:
     name = args.name or f"{kind.name}-{args.config}"
     out = Path(args.out) if args.out else REGISTRY_DIR / f"{name}.safetensors"
     run_dir = Path(args.run_dir or Path("runs") / name)
-    command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
+    command = command_line(args)
     bundle, trainer = entry.train(recipe, out_dir=run_dir, resume=not args.fresh, max_minutes=args.max_minutes)
     if trainer.rank != 0:
         return 0
@@ -101,7 +99,6 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     """Recompute a checkpoint's metrics; print them as one JSON object on stdout."""
-    import shlex
     import time
 
     import torch
@@ -125,44 +122,54 @@ def cmd_eval(args) -> int:
     metrics = kind.evaluate(kind.bundle.load(args.checkpoint), options)
     print(json.dumps(metrics, sort_keys=True))
     if args.record:
-        command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
         from unclip_lite.hardware import hardware
 
-        update_manifest(args.checkpoint, metrics=metrics, eval_command=command,
+        update_manifest(args.checkpoint, metrics=metrics, eval_command=command_line(args),
                         eval_seconds=round(time.perf_counter() - start, 1), eval_hardware=hardware(),
                         eval_threads=torch.get_num_threads())
     return 0
 
 
+def command_line(args) -> str:
+    """The exact command, as manifests record it."""
+    import shlex
+
+    return "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
+
+
+def kind_that_can(name: str, ability: str, refusal: str):
+    """The registered kind ``name`` if it has ``ability`` (``sample``, ``compose``), else a clear error."""
+    from unclip_lite.kinds import KINDS, get_kind
+
+    kind = get_kind(name)
+    if getattr(kind, ability) is None:
+        able = ", ".join(k.name for k in KINDS.values() if getattr(k, ability))
+        raise ValueError(f"{kind.name!r} {refusal}: {able}")
+    return kind
+
+
 def cmd_compose(args) -> int:
     """Write a checkpoint without weights of its own (CLIPDraw, VQGAN-CLIP) from shipped ones."""
-    import shlex
+    import inspect
     import time
 
     from unclip_lite.checkpoints import REGISTRY_DIR
     from unclip_lite.hardware import hardware
-    from unclip_lite.kinds import KINDS, get_kind
 
-    kind = get_kind(args.model)
-    if kind.compose is None:
-        raise ValueError(f"{kind.name!r} checkpoints are trained, not composed; composable: "
-                         f"{', '.join(k.name for k in KINDS.values() if k.compose)}")
+    kind = kind_that_can(args.model, "compose", "checkpoints are trained, not composed; composable")
     components = {}
     for item in args.use or []:
         role, sep, name = item.partition("=")
         if not sep or not role or not name:
             raise ValueError(f"--use takes ROLE=CHECKPOINT (e.g. clip=clip-shapes-tiny), got {item!r}")
         components[role] = name
-    import inspect
-
     roles = [r for r in inspect.signature(kind.compose).parameters if r != "config"]
     unknown = sorted(set(components) - set(roles))
     if unknown:
         raise ValueError(f"{kind.name} has no component {', '.join(unknown)}; its roles: {', '.join(roles)}")
     bundle = kind.compose(**components)
     path = Path(args.out) if args.out else REGISTRY_DIR / f"{args.name or kind.default_checkpoint}.safetensors"
-    command = "unclip-lite " + " ".join(shlex.quote(a) for a in args.argv)
-    path = bundle.save(path, manifest={"command": command, "hardware": hardware(),
+    path = bundle.save(path, manifest={"command": command_line(args), "hardware": hardware(),
                                        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -173,12 +180,7 @@ def cmd_sample(args) -> int:
     import torch
     from torchvision.utils import save_image
 
-    from unclip_lite.kinds import KINDS, get_kind
-
-    kind = get_kind(args.model)
-    if kind.sample is None:
-        raise ValueError(f"{kind.name!r} models do not draw images; sampleable: "
-                         f"{', '.join(k.name for k in KINDS.values() if k.sample)}")
+    kind = kind_that_can(args.model, "sample", "models do not draw images; sampleable")
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.threads:

@@ -180,14 +180,24 @@ def evaluate_vqgan(bundle: VQGANBundle, n: int = 256) -> dict:
     ``n`` two-object held-out images; ``perplexity``: exp(entropy) of the codes used over both
     sets (the effective codebook size); ``dead_codes``: codes never chosen; ``n_params``: of the
     encoder, codebook and decoder; ``seconds``: the evaluation's wall time.
+    ``judge_colour`` / ``judge_shape`` / ``judge_joint``: the Shapes judge reads the single-object
+    reconstructions as the render's colour / shape / both (PSNR is dominated by the background:
+    a reconstruction can score 20 dB and still lose the object's colour).
     """
-    start, size = time.perf_counter(), bundle.image_size
+    from unclip_lite.judge import judge_scenes, load_judge
+
+    start, size, judge = time.perf_counter(), bundle.image_size, load_judge()
     metrics, indices = {}, []
     for k, name in ((1, "psnr"), (2, "psnr_pairs")):
-        images, _ = shapes.eval_set("heldout", n, resolution=size, n_objects=k)
+        images, scenes = shapes.eval_set("heldout", n, resolution=size, n_objects=k)
         recon = bundle.reconstruct(images)
         metrics[name] = round(psnr(recon, images.to(recon.device)).mean().item(), 3)
         indices.append(bundle.encode(images).flatten())
+        if k == 1 and size == judge.config.image_size:
+            read = judge_scenes(judge, recon.cpu())
+            ok = {a: read[a] == getattr(scenes, a)[:, 0] for a in ("colour", "shape")}
+            metrics.update({f"judge_{a}": round(v.float().mean().item(), 4) for a, v in ok.items()})
+            metrics["judge_joint"] = round((ok["colour"] & ok["shape"]).float().mean().item(), 4)
     used = torch.cat(indices)
     n_codes = bundle.config.n_codes
     metrics["perplexity"] = round(perplexity(used, n_codes).item(), 2)
