@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # every test here reads the shipped checkpoints; 
 EXPECTED = ["clip-emoji-tiny", "clip-shapes-tiny", "glide-shapes-tiny", "judge-shapes", "clip-noised-shapes-tiny",
             "classifier-noised-shapes-tiny", "glide-inpaint-shapes-tiny", "glide-upsample-shapes-tiny",
             "clip-shapes-tiny-pairs", "prior-shapes-tiny", "ar-prior-shapes-tiny", "decoder-shapes-tiny",
-            "upsampler-shapes-64", "upsampler-shapes-128"]
+            "upsampler-shapes-64", "upsampler-shapes-128", "vqgan-shapes-tiny"]
 
 
 def test_expected_checkpoints_are_shipped_with_manifests():
@@ -315,3 +315,26 @@ def test_clipdraw_is_recorded_and_shows_the_adversarial_gap():
     assert augmented["n"] == plain["n"] == 80
     assert plain["clip_score"] > augmented["clip_score"] > augmented["clip_score_init"], m
     assert plain["joint"] < augmented["joint"] or plain["shape"] < augmented["shape"], m
+
+
+def test_vqgan_shapes_tiny_reconstructs_what_the_judge_reads_with_a_live_codebook():
+    """Issue 15's VQGAN, on ``unclip-lite eval vqgan-shapes-tiny --record`` (256 held-out renders)."""
+    manifest = read_manifest("vqgan-shapes-tiny")
+    assert manifest["command"].startswith("unclip-lite train vqgan --config shapes-tiny")
+    assert manifest["train_seconds"] <= 60 * 60, "a tiny model trains in at most an hour on the 2-core CPU"
+    m = manifest["metrics"]
+    assert m["judge_colour"] >= 0.95 and m["judge_joint"] >= 0.9 and m["psnr"] >= 27, m
+    assert m["dead_codes"] <= 0.05 * m["n_codes"] and m["perplexity"] >= 0.5 * m["n_codes"], m
+
+
+def test_vqgan_clip_is_recorded_on_the_prompts_and_seeds_of_clipdraw():
+    from unclip_lite.vqgan.guided import VQGANClipBundle
+
+    manifest = read_manifest("vqgan-clip-shapes-tiny")
+    components = manifest["config"]["components"]
+    assert {c["name"] for c in components.values()} == {"vqgan-shapes-tiny", "clip-shapes-tiny"}
+    VQGANClipBundle.load("vqgan-clip-shapes-tiny")  # the components' sha256s still match
+    m = manifest["metrics"]
+    assert m["n"] == read_manifest("clipdraw-shapes-tiny")["metrics"]["augment"]["n"] == 80
+    assert m["clip_score"] > m["clip_score_init"] and m["seconds_per_image"] > 0
+    assert 0 <= m["joint"] <= min(m["colour"], m["shape"]) <= 1

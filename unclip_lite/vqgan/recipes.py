@@ -72,8 +72,8 @@ class VQGANRecipe:
     model: VQGANConfig = field(default_factory=VQGANConfig)
     data: VQGANData = field(default_factory=VQGANData)
     disc_lr_ratio: float = 1.0  # discriminator lr / generator lr (taming: 1)
-    # 1,200 steps of batch 32: 2.0-2.4 s per step on one (shared) AMD EPYC core in fp32 before
-    # disc_start, 2.6-3.0 s after (550 steps were too few: colours were lost, see disc_start)
+    # 1,200 steps of batch 32, fp32: 41 min on the 2-core AMD EPYC (829 steps on one thread beside
+    # another job, the rest on two). 550 steps were too few: colours were lost (see disc_start)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=1200, lr=4e-4, betas=(0.5, 0.9), weight_decay=0.0, warmup=50, min_lr_ratio=0.1,
         grad_clip=None, precision="auto", log_every=25, checkpoint_every=100))
