@@ -24,7 +24,8 @@ LAYERS = [
     ["unclip_lite.clip", "unclip_lite.judge", "unclip_lite.clipdraw", "unclip_lite.vqgan"],  # chapter 03: CLIP-guided
     ["unclip_lite.unet", "unclip_lite.unet_attention", "unclip_lite.glide"],  # the ADM U-Net, and GLIDE built on it
     ["unclip_lite.unclip"],
-    ["unclip_lite.kinds", "unclip_lite.cli", "unclip_lite.__main__", "unclip_lite.exercises"],
+    ["unclip_lite.kinds", "unclip_lite.cli", "unclip_lite.__main__", "unclip_lite.exercises",
+     "unclip_lite.planner", "unclip_lite.planner_measure", "unclip_lite.planner_models"],  # chapter 10's planner
 ]
 
 

@@ -300,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     add_precision_flag(p)
     p.set_defaults(func=cmd_eval)
+    from unclip_lite.planner import add_plan_arguments, cmd_plan  # torch is imported only when it plans
+
+    p = sub.add_parser("plan", help=cmd_plan.__doc__)
+    add_plan_arguments(p)
+    p.set_defaults(func=cmd_plan)
     return parser
 
 

@@ -48,3 +48,21 @@ def get_profile(name: str | None = None) -> Profile:
             f"choose one of {', '.join(PROFILE_NAMES)}"
         )
     return Profile(name)
+
+
+def chapter_runtime(chapter: str) -> str:
+    """One line for a chapter's opening: how long it took under the quick profile in the last
+    measured book build, and on what CPU, read from ``notebooks/runtimes.json`` (a manifest
+    written by ``tools/record_runtimes.py`` after ``make book``)."""
+    import json
+    from pathlib import Path
+
+    manifest = Path(__file__).resolve().parents[1] / "notebooks" / "runtimes.json"
+    try:
+        record = json.loads(manifest.read_text())
+        seconds = record["chapters"][chapter]
+    except (OSError, ValueError, KeyError):
+        return f"run time of {chapter} under the quick profile: not measured yet"
+    minutes, secs = divmod(round(seconds), 60)
+    return (f"run time under the quick profile: {minutes} min {secs:02d} s on {record.get('hardware', 'a CPU')} "
+            f"(measured in the book build of {record.get('date', '?')})")
