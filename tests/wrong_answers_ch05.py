@@ -1,7 +1,62 @@
 """Plausible wrong answers to chapter 05's exercises; tests/test_exercises.py loads this file."""
+import math
+
 import torch
+from torch import nn
 
 PAD, SOT, EOT = 0, 1, 2
+
+
+# --- ch05.TextAttentionBlock -----------------------------------------------------------------
+class _Attention(nn.Module):
+    """The skeleton the notebook gives (same parameter names); subclasses get one thing wrong."""
+
+    def __init__(self, channels, heads, encoder_channels, num_groups=32):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(math.gcd(num_groups, channels), channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.encoder_kv = nn.Linear(encoder_channels, 2 * channels)
+        self.proj_out = nn.Linear(channels, channels)
+
+    use_mask, use_pixels, softmax_axis = True, True, -1
+
+    def forward(self, x, context, context_mask):
+        B, C, H, W = x.shape
+        nh, d = self.heads, C // self.heads
+        h = self.norm(x).flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(h).split(C, dim=-1)
+        ek, ev = self.encoder_kv(context).split(C, dim=-1)
+        keep = context_mask.bool()
+        if self.use_pixels:
+            k, v = torch.cat([ek, k], 1), torch.cat([ev, v], 1)
+            keep = torch.cat([keep, keep.new_ones(B, H * W)], 1)
+        else:
+            k, v = ek, ev
+        q, k, v = (t.reshape(B, -1, nh, d).transpose(1, 2) for t in (q, k, v))
+        logits = q @ k.transpose(-1, -2) / math.sqrt(d)
+        if self.use_mask:
+            logits = logits.masked_fill(~keep[:, None, None, :], float("-inf"))
+        out = logits.softmax(dim=self.softmax_axis) @ v
+        out = self.proj_out(out.transpose(1, 2).reshape(B, H * W, C))
+        return x + out.transpose(1, 2).reshape(B, C, H, W)
+
+
+class NoPaddingMask(_Attention):  # attends to the padding slots (what glide-text2im does; not ours)
+    use_mask = False
+
+
+class TextOnlyAttention(_Attention):  # keys and values from the words alone: pixels no longer see each other
+    use_pixels = False
+
+
+class SoftmaxOverQueries(_Attention):  # normalises over the pixels asking, not the keys being read
+    softmax_axis = -2
+
+
+class NoResidual(_Attention):  # returns the attention's output without adding x back
+    def forward(self, x, context, context_mask):
+        return super().forward(x, context, context_mask) - x
 
 
 # --- ch05.guided_eps -------------------------------------------------------------------------
@@ -83,6 +138,7 @@ def snr_weight_amplitude(diffusion, t, gamma):  # the square root of ᾱ, an amp
 
 
 WRONG_ANSWERS = {
+    "ch05.TextAttentionBlock": [NoPaddingMask, TextOnlyAttention, SoftmaxOverQueries, NoResidual],
     "ch05.guided_eps": [eps_from_conditional, eps_swapped, eps_average],
     "ch05.drop_captions": [drop_all_pad, drop_keeps_old_words, drop_pads_with_eot, drop_inverted_mask],
     "ch05.guided_output": [output_guides_variance, output_halves_swapped, output_uncond_variance,

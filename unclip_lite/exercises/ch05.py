@@ -1,15 +1,23 @@
-"""Chapter 05 exercises: caption dropout, classifier-free guidance and the Min-SNR weight.
+"""Chapter 05 exercises: GLIDE's text-conditioned attention, caption dropout, classifier-free
+guidance and the Min-SNR weight.
 
-The references reuse the package's own code: :func:`unclip_lite.glide.guidance.classifier_free_guidance`
-(run on a stand-in "model" that returns fixed outputs), :func:`unclip_lite.glide.text2im.empty_tokens`
-and :meth:`unclip_lite.diffusion.GaussianDiffusion.min_snr_weight`.
+The attention block is written out here (a reference the learner's module is checked against,
+parameter for parameter); tests/test_exercises_ch05.py proves it computes what the package's
+:class:`unclip_lite.unet_attention.AttentionBlock` computes, on random weights and on every
+attention layer of the shipped ``glide-shapes-tiny``. The other references reuse the package's
+own code: :func:`unclip_lite.glide.guidance.classifier_free_guidance` (run on a stand-in "model"
+that returns fixed outputs), :func:`unclip_lite.glide.text2im.empty_tokens` and
+:meth:`unclip_lite.diffusion.GaussianDiffusion.min_snr_weight`.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+from torch import nn
 
 from unclip_lite.diffusion import GaussianDiffusion
-from unclip_lite.exercises.core import Case, Exercise, seeded
+from unclip_lite.exercises.core import Case, Exercise, ModuleExercise, seeded, checker
 from unclip_lite.glide.guidance import classifier_free_guidance
 from unclip_lite.glide.text2im import EOT, PAD, SOT, empty_tokens
 
@@ -42,6 +50,75 @@ def _guide(out: torch.Tensor, scale: float, channels: int) -> torch.Tensor:
     x = torch.zeros(B, channels, *out.shape[2:], dtype=out.dtype)  # only its shape matters
     tokens = torch.full((B, 4), PAD, dtype=torch.long)
     return classifier_free_guidance(_FixedOutput(out), tokens, scale)(x, torch.zeros(B, dtype=torch.long))
+
+
+# --- 0. Attention over pixels and words (GLIDE's encoder_kv) ----------------------------------
+class TextAttentionBlock(nn.Module):
+    """Reference: the U-Net's attention layer of GLIDE §2.3 (glide-text2im's ``AttentionBlock``
+    with ``encoder_kv``). The H·W pixels are the queries; the keys and values are the caption's
+    L tokens, projected by ``encoder_kv``, followed by the pixels' own::
+
+        q = W_q h,   k = [W_ek c ; W_k h],   v = [W_ev c ; W_v h],   out = x + W_o softmax(q kᵀ/√d) v
+
+    with h the group-normed pixels and c the text encoder's output. ``context_mask`` [B, L]
+    (True = real token) hides padding slots from every pixel; OpenAI's released code does not
+    mask them (the padding slots carry a learned embedding there), ours does. The parameter
+    names are the package's, so a shipped layer's ``state_dict`` loads into this block."""
+
+    def __init__(self, channels: int, heads: int, encoder_channels: int, num_groups: int = 32):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(math.gcd(num_groups, channels), channels)
+        self.qkv = nn.Linear(channels, 3 * channels)  # pixels -> [q; k; v], heads inside each
+        self.encoder_kv = nn.Linear(encoder_channels, 2 * channels)  # words -> [k; v]
+        self.proj_out = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """x [B, C, H, W], context [B, L, E], context_mask [B, L] bool -> [B, C, H, W]."""
+        B, C, H, W = x.shape
+        nh, d = self.heads, C // self.heads
+        h = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
+        q, k, v = self.qkv(h).split(C, dim=-1)  # [B, HW, C] each
+        ek, ev = self.encoder_kv(context).split(C, dim=-1)  # [B, L, C] each
+        k, v = torch.cat([ek, k], dim=1), torch.cat([ev, v], dim=1)  # [B, L + HW, C]
+        q, k, v = (t.reshape(B, -1, nh, d).transpose(1, 2) for t in (q, k, v))  # [B, nh, N, d]
+        logits = q @ k.transpose(-1, -2) / math.sqrt(d)  # [B, nh, HW, L + HW]
+        keep = torch.cat([context_mask.bool(), context_mask.new_ones(B, H * W, dtype=torch.bool)], dim=1)
+        logits = logits.masked_fill(~keep[:, None, None, :], float("-inf"))  # padding: weight 0
+        out = logits.softmax(dim=-1) @ v  # [B, nh, HW, d]: each pixel, a mix over words and pixels
+        out = self.proj_out(out.transpose(1, 2).reshape(B, H * W, C))  # [B, HW, C]
+        return x + out.transpose(1, 2).reshape(B, C, H, W)
+
+
+def _caption_mask(lengths: list[int], context: int) -> torch.Tensor:
+    """[B, context] bool: the first ``lengths[b]`` slots real (SOT, words, EOT), the rest padding."""
+    return torch.arange(context)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def _attention_cases():
+    g = seeded(5)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    yield Case(({"channels": 8, "heads": 2, "encoder_channels": 6, "num_groups": 4}, r(2, 8, 4, 4), r(2, 5, 6),
+                _caption_mask([3, 4], 5)), name="2 heads, padding to hide")
+    yield Case(({"channels": 8, "heads": 1, "encoder_channels": 4, "num_groups": 4}, r(1, 8, 3, 3), r(1, 4, 4),
+                _caption_mask([4], 4)), name="one head, no padding")
+    yield Case(({"channels": 16, "heads": 4, "encoder_channels": 8, "num_groups": 8}, r(2, 16, 2, 6), r(2, 7, 8),
+                _caption_mask([2, 7], 7)), name="4 heads, a 2 x 6 image, the empty caption")
+    yield Case(({"channels": 12, "heads": 3, "encoder_channels": 10, "num_groups": 32}, r(3, 12, 2, 2), r(3, 9, 10),
+                _caption_mask([5, 2, 9], 9)), name="more words than pixels")
+    yield Case(({"channels": 144, "heads": 3, "encoder_channels": 128}, r(1, 144, 8, 8), r(1, 24, 128),
+                _caption_mask([9], 24)), name="glide-shapes-tiny's sizes (144 channels, 3 heads, 24 tokens of width 128)")
+
+
+EX_TEXT_ATTENTION = ModuleExercise(
+    "ch05.TextAttentionBlock", TextAttentionBlock, _attention_cases, kind="module", atol=1e-5, rtol=1e-4,
+    hint="keys and values are [encoder_kv(context) ; the pixels' own] along the token axis (L + H*W); "
+         "the mask is [context_mask ; all True]; logits = q kᵀ / √d per head, -inf where the mask is False, "
+         "softmax over the keys (the last axis); then proj_out and the residual x + ….")
+
+
+def test_text_attention_block(cls) -> bool:
+    return EX_TEXT_ATTENTION.check(cls)
 
 
 # --- 1. The guidance formula -------------------------------------------------------------
@@ -155,3 +232,6 @@ EX_MIN_SNR = Exercise("ch05.min_snr_weight", min_snr_weight, _snr_cases,
 
 def test_min_snr_weight(fn) -> bool:
     return EX_MIN_SNR.check(fn)
+
+
+check = checker("ch05")  # the notebook's `name = tests.check(name)`: see core.Exercise.accept
