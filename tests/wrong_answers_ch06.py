@@ -24,6 +24,79 @@ def guided_eps_divides(eps, grad, sqrt_one_minus_ab, scale):  # divides by the s
     return eps - scale * grad / _b(sqrt_one_minus_ab, eps)
 
 
+# --- ch06.guide_gradient ----------------------------------------------------------------------
+def _grad_of(log_prob_fn, x_t, t, reduce=torch.sum, sign=1.0, create_graph=False):
+    with torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)
+        return torch.autograd.grad(sign * reduce(log_prob_fn(x, t)), x, create_graph=create_graph)[0]
+
+
+def gradient_of_mean(log_prob_fn, x_t, t):  # the mean over the batch: every gradient shrinks by 1/B
+    return _grad_of(log_prob_fn, x_t, t, reduce=torch.mean)
+
+
+def gradient_no_detach(log_prob_fn, x_t, t):  # switches on requires_grad of the sampler's own x_t
+    with torch.enable_grad():
+        x_t.requires_grad_(True)
+        return torch.autograd.grad(log_prob_fn(x_t, t).sum(), x_t)[0]
+
+
+def gradient_wrong_tensor(log_prob_fn, x_t, t):  # log p evaluated at x_t, differentiated wrt the copy x
+    with torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)
+        return torch.autograd.grad(log_prob_fn(x_t, t).sum(), x)[0]
+
+
+def gradient_of_loss(log_prob_fn, x_t, t):  # ∇ of −log p, as for a loss: the sign flipped
+    return _grad_of(log_prob_fn, x_t, t, sign=-1.0)
+
+
+def gradient_without_enable_grad(log_prob_fn, x_t, t):  # forgets that the sampler runs under no_grad
+    x = x_t.detach().requires_grad_(True)
+    return torch.autograd.grad(log_prob_fn(x, t).sum(), x)[0]
+
+
+def gradient_keeps_graph(log_prob_fn, x_t, t):  # create_graph=True: returns a tensor still in a graph
+    return _grad_of(log_prob_fn, x_t, t, create_graph=True)
+
+
+# --- ch06.guided_ddim_step --------------------------------------------------------------------
+def _reference_grad(log_prob_fn, x_t, t):
+    return _grad_of(log_prob_fn, x_t, t)
+
+
+def _sigma(diffusion, t, like):
+    return diffusion.sqrt_one_minus_alphas_cumprod[t].to(like.dtype).view(-1, 1, 1, 1)
+
+
+def _ddim(diffusion, out, x_t, t, t_prev):
+    from unclip_lite.diffusion.samplers import ddim_step
+    return ddim_step(diffusion, out, x_t, t, t_prev).prev_sample
+
+
+def step_output_as_eps(diffusion, model_fn, log_prob_fn, x_t, t, t_prev, scale):  # shifts the raw output
+    out = model_fn(x_t, t)  # as if every model predicted ε: wrong for x_0- and v-models
+    return _ddim(diffusion, out - _sigma(diffusion, t, x_t) * scale * _reference_grad(log_prob_fn, x_t, t),
+                 x_t, t, t_prev)
+
+
+def step_at_t_prev(diffusion, model_fn, log_prob_fn, x_t, t, t_prev, scale):  # the guide read at t_prev
+    eps = diffusion.eps_from_output(x_t, t, model_fn(x_t, t))
+    t_read = t_prev.clamp(min=0)
+    eps = eps - _sigma(diffusion, t_read, x_t) * scale * _reference_grad(log_prob_fn, x_t, t_read)
+    return _ddim(diffusion, diffusion.output_from_eps(x_t, t, eps), x_t, t, t_prev)
+
+
+def step_shifts_input(diffusion, model_fn, log_prob_fn, x_t, t, t_prev, scale):  # nudges x_t, not ε̂
+    x = x_t + _sigma(diffusion, t, x_t) ** 2 * scale * _reference_grad(log_prob_fn, x_t, t)
+    return _ddim(diffusion, model_fn(x, t), x, t, t_prev)
+
+
+def step_guides_after(diffusion, model_fn, log_prob_fn, x_t, t, t_prev, scale):  # plain step, then a push
+    x_prev = _ddim(diffusion, model_fn(x_t, t), x_t, t, t_prev)
+    return x_prev + scale * _reference_grad(log_prob_fn, x_t, t)
+
+
 # --- ch06.classifier_log_prob ------------------------------------------------------------------
 def log_prob_raw_logits(logits, labels):  # the logit at the label, not normalised
     return sum(logits[k].gather(1, y.view(-1, 1)).squeeze(1) for k, y in labels.items())
@@ -94,6 +167,9 @@ def upsample_bicubic(x_t, low_res):  # bicubic: sharper, and not what the model 
 
 WRONG_ANSWERS = {
     "ch06.gradient_guided_eps": [guided_eps_plus, guided_eps_no_sigma, guided_eps_variance, guided_eps_divides],
+    "ch06.guide_gradient": [gradient_of_mean, gradient_no_detach, gradient_wrong_tensor, gradient_of_loss,
+                            gradient_without_enable_grad, gradient_keeps_graph],
+    "ch06.guided_ddim_step": [step_output_as_eps, step_at_t_prev, step_shifts_input, step_guides_after],
     "ch06.classifier_log_prob": [log_prob_raw_logits, log_prob_probabilities, log_prob_mean_over_heads,
                                  log_prob_batch_softmax],
     "ch06.inpaint_input": [inpaint_unmasked_image, inpaint_inverted_mask, inpaint_condition_first],

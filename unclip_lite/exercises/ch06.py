@@ -1,24 +1,36 @@
-"""Chapter 06 exercises: gradient guidance, the classifier's log-probability, and the extra
-inputs and paste-back of GLIDE's inpainting and upsampling models.
+"""Chapter 06 exercises: gradient guidance (the ε update, the guide's gradient by autograd, one guided
+DDIM step), the classifier's log-probability, and the extra inputs and paste-back of GLIDE's inpainting
+and upsampling models.
 
 Every reference runs the package's own code, so the exercises and the samplers the course
 uses cannot drift apart: :func:`unclip_lite.diffusion.guidance.gradient_guidance` (with a
-stand-in model and log-probability), :meth:`unclip_lite.glide.classifier.NoisedClassifier.log_prob`
+stand-in model and log-probability; it also computes the guide's gradient, and with
+:func:`unclip_lite.diffusion.samplers.ddim_step` makes the guided step),
+:meth:`unclip_lite.glide.classifier.NoisedClassifier.log_prob`
 (on a stand-in that returns fixed logits), :func:`unclip_lite.glide.inpaint.inpaint_channels`,
 :func:`unclip_lite.glide.inpaint.paste_known` and :func:`unclip_lite.glide.upsample.upsample_channels`.
+tests/test_exercises_ch06.py checks the references against the samplers ``GlideBundle.sample`` runs.
 """
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
+import torch.nn.functional as F
 
 from unclip_lite.diffusion import GaussianDiffusion
 from unclip_lite.diffusion.guidance import gradient_guidance
-from unclip_lite.exercises.core import Case, Exercise, seeded
-from unclip_lite.glide.classifier import NoisedClassifier
+from unclip_lite.diffusion.samplers import ddim_step
+from unclip_lite.exercises.core import Case, Exercise, compare_outputs, seeded, checker
+from unclip_lite.glide.classifier import ClassifierConfig, NoisedClassifier
 from unclip_lite.glide.inpaint import inpaint_channels, paste_known
 from unclip_lite.glide.upsample import upsample_channels
+from unclip_lite.unet import UNetConfig
+
+LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, C, H, W], t [B]) -> log p(y | x_t) [B]
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> the network's output [B, C, H, W]
 
 
 # --- 1. The gradient-guidance shift of ε ---------------------------------------------------
@@ -59,7 +71,149 @@ def test_gradient_guided_eps(fn) -> bool:
     return EX_GUIDED_EPS.check(fn)
 
 
-# --- 2. The classifier's log-probability -----------------------------------------------------
+# --- 2. The guide's gradient, by autograd ---------------------------------------------------------
+def guide_gradient(log_prob_fn: LogProbFn, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Reference: ∇_{x_t} log p(y | x_t) ``[B, C, H, W]`` for ``log_prob_fn(x, t) -> [B]``, one
+    log-probability per image. The images are independent, so the gradient of the *sum* over the batch
+    holds each image's own gradient. Samplers run under ``torch.no_grad()``, so autograd is switched
+    back on here, on a detached copy of x_t (the caller's tensor is left alone), and the result is a
+    plain tensor, not part of a graph (what :func:`gradient_guidance` does at every call)."""
+    with torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)  # a fresh leaf: the caller's x_t is untouched
+        log_prob = log_prob_fn(x, t)  # [B]
+        return torch.autograd.grad(log_prob.sum(), x)[0]  # [B, C, H, W], no graph
+
+
+def tiny_classifier(seed: int = 0) -> NoisedClassifier:
+    """A randomly initialised noised classifier (the package's ADM-style model) on 8 px images."""
+    torch.manual_seed(seed)
+    unet = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
+                      num_head_channels=8, image_size=8, num_groups=4)
+    return NoisedClassifier(ClassifierConfig(unet, {"colour": 8, "shape": 5}, pool_heads=2)).eval().requires_grad_(False)
+
+
+def _quadratic(mu: torch.Tensor, weight: torch.Tensor, diffusion: GaussianDiffusion) -> LogProbFn:
+    """log p = -½ w_b ‖x − μ‖² / (1 − ᾱ_t): gradient w_b (μ − x) / (1 − ᾱ_t), in closed form."""
+    def log_prob(x, t):
+        var = diffusion.one_minus_alphas_cumprod[t].to(x)  # [B]
+        return -0.5 * weight * ((x - mu) ** 2).flatten(1).sum(1) / var
+    return log_prob
+
+
+def _linear_softmax(weight: torch.Tensor, labels: torch.Tensor) -> LogProbFn:
+    """log softmax(W x)[y]: a linear classifier of the whole image."""
+    return lambda x, t: F.log_softmax(x.flatten(1) @ weight.T, dim=-1).gather(1, labels[:, None]).squeeze(1)
+
+
+def _classifier_log_prob(model: NoisedClassifier, labels: dict[str, torch.Tensor]) -> LogProbFn:
+    return lambda x, t: model.log_prob(x, t, labels)
+
+
+class _GradientExercise(Exercise):
+    """Calls the candidate under ``torch.no_grad()``, as a sampler does, and returns its gradient with
+    whether it is still attached to a graph and whether the caller's x_t was switched to requires_grad."""
+
+    def run(self, fn, case):
+        log_prob_fn, x_t, t = copy.deepcopy(case.args)
+        with torch.no_grad():
+            grad = fn(log_prob_fn, x_t, t)
+        attached = isinstance(grad, torch.Tensor) and grad.requires_grad
+        return grad, attached, x_t.requires_grad
+
+
+def _compare_gradient(got, expected) -> str | None:
+    grad, attached, touched = got
+    if touched:
+        return ("the caller's x_t now has requires_grad=True: differentiate with respect to a detached copy, "
+                "x = x_t.detach().requires_grad_(True), so the sampler's tensors stay out of any graph")
+    if attached:
+        return "the gradient returned is still part of a graph (requires_grad=True): no create_graph, return it as is"
+    return compare_outputs(grad, expected[0], atol=1e-5, rtol=1e-4)
+
+
+def _gradient_cases():
+    g = seeded(5)
+    cosine = GaussianDiffusion.from_schedule("cosine", 1000)
+    x, mu = torch.randn(3, 3, 4, 4, generator=g), torch.randn(3, 3, 4, 4, generator=g)
+    yield Case((_quadratic(mu, torch.tensor([1.0, 0.5, 2.0]), cosine), x, torch.tensor([100, 500, 900])),
+               name="a quadratic log p, 3 images (its gradient is w (μ − x) / (1 − ᾱ_t))")
+    weight, labels = torch.randn(6, 48, generator=g), torch.randint(6, (4,), generator=g)
+    yield Case((_linear_softmax(weight, labels), torch.randn(4, 3, 4, 4, generator=g), torch.tensor([10, 20, 30, 40])),
+               name="a linear softmax classifier, 4 images")
+    labels = {"colour": torch.tensor([2, 5]), "shape": torch.tensor([4, 0])}
+    yield Case((_classifier_log_prob(tiny_classifier(), labels), torch.randn(2, 3, 8, 8, generator=g),
+                torch.tensor([250, 750])), name="the package's noised classifier (random weights), 2 images")
+    yield Case((_quadratic(mu[:1], torch.tensor([3.0]), cosine), x[:1], torch.tensor([999])), name="one image")
+
+
+EX_GUIDE_GRADIENT = _GradientExercise(
+    "ch06.guide_gradient", guide_gradient, _gradient_cases, compare=_compare_gradient,
+    hint="with torch.enable_grad(): x = x_t.detach().requires_grad_(True); log_prob = log_prob_fn(x, t) "
+         "([B]); return torch.autograd.grad(log_prob.sum(), x)[0]. The sum, not the mean: each image's "
+         "gradient must not shrink with the batch. The check calls it under torch.no_grad(), as samplers do.")
+
+
+def test_guide_gradient(fn) -> bool:
+    return EX_GUIDE_GRADIENT.check(fn)
+
+
+# --- 3. One guided DDIM step ----------------------------------------------------------------------
+def guided_ddim_step(diffusion: GaussianDiffusion, model_fn: ModelFn, log_prob_fn: LogProbFn, x_t: torch.Tensor,
+                     t: torch.Tensor, t_prev: torch.Tensor, scale: float) -> torch.Tensor:
+    """Reference: one deterministic DDIM step (η = 0) from t to t_prev < t (-1: to the clean image) whose
+    ε̂ is pushed up ∇ log p(y | x_t) (ADM Algorithm 2): x_{t_prev} ``[B, C, H, W]``. ``model_fn(x, t)``
+    outputs what ``diffusion.parameterization`` says (ε, x_0 or v), so the shift goes through ε̂ and back;
+    ``t``, ``t_prev`` ``[B]`` index ``diffusion``'s own (unrespaced) schedule."""
+    guided = gradient_guidance(diffusion, model_fn, log_prob_fn, scale)
+    return ddim_step(diffusion, guided(x_t, t), x_t, t, t_prev).prev_sample
+
+
+def _mixing_model(g: torch.Generator, C: int) -> ModelFn:
+    """A stand-in network: a fixed mix of the channels, bent by tanh, plus a term in t."""
+    mix, bias = torch.randn(C, C, generator=g) * 0.5, torch.randn(C, generator=g)
+    return lambda x, t: torch.tanh(torch.einsum("dc,bchw->bdhw", mix, x)) \
+        + bias.view(1, C, 1, 1) * (t.view(-1, 1, 1, 1).float() / 1000)
+
+
+def _guided_step_cases():
+    g = seeded(6)
+    B, C, S = 2, 3, 4
+    for parameterization, schedule, T, t, t_prev, scale in (
+            ("eps", "cosine", 1000, [900, 300], [880, 280], 3.0),
+            ("v", "cosine", 1000, [600, 600], [500, 500], 10.0),
+            ("x0", "linear", 200, [150, 40], [120, 20], 5.0),
+            ("eps", "cosine", 1000, [20, 20], [-1, -1], 50.0),
+            ("eps", "linear", 200, [100, 199], [80, 150], 0.0)):
+        diffusion = GaussianDiffusion.from_schedule(schedule, T, parameterization=parameterization)
+        mu = torch.randn(B, C, S, S, generator=g) * 0.5
+        log_prob = _quadratic(mu, torch.tensor([1.0, 0.3]), diffusion)
+        if parameterization == "v":
+            log_prob = _linear_softmax(torch.randn(5, C * S * S, generator=g), torch.tensor([1, 3]))
+        yield Case((diffusion, _mixing_model(g, C), log_prob, torch.randn(B, C, S, S, generator=g),
+                    torch.tensor(t), torch.tensor(t_prev), scale),
+                   name=f"{parameterization}-model, {schedule} schedule, t = {t} -> {t_prev}, scale {scale:g}")
+
+
+class _StepExercise(Exercise):
+    """Runs the candidate step under ``torch.no_grad()``, as the sampling loop does."""
+
+    def run(self, fn, case):
+        with torch.no_grad():
+            return super().run(fn, case)
+
+
+EX_GUIDED_STEP = _StepExercise(
+    "ch06.guided_ddim_step", guided_ddim_step, _guided_step_cases, atol=1e-4, rtol=1e-3, kind="step",
+    hint="out = model_fn(x_t, t); eps = diffusion.eps_from_output(x_t, t, out); grad = guide_gradient(log_prob_fn, "
+         "x_t, t) at x_t and t; eps = gradient_guided_eps(eps, grad, diffusion.sqrt_one_minus_alphas_cumprod[t].float(), "
+         "scale); then ddim_step(diffusion, diffusion.output_from_eps(x_t, t, eps), x_t, t, t_prev).prev_sample.")
+
+
+def test_guided_ddim_step(fn) -> bool:
+    return EX_GUIDED_STEP.check(fn)
+
+
+# --- 4. The classifier's log-probability -----------------------------------------------------
 class _FixedLogits:
     """Stands in for a NoisedClassifier: whatever it is asked, it returns ``logits``."""
 
@@ -102,7 +256,7 @@ def test_classifier_log_prob(fn) -> bool:
     return EX_LOG_PROB.check(fn)
 
 
-# --- 3. The inpainting model's input -------------------------------------------------------------
+# --- 5. The inpainting model's input -------------------------------------------------------------
 def inpaint_input(x_t: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Reference: x_t [B, 3, H, W] ⊕ image · mask [B, 3, H, W] ⊕ mask [B, 1, H, W] -> [B, 7, H, W]
     (image in [-1, 1], mask 1 = keep, 0 = fill)."""
@@ -138,7 +292,7 @@ def test_inpaint_input(fn) -> bool:
     return EX_INPAINT_INPUT.check(fn)
 
 
-# --- 4. Pasting the known pixels into the prediction -------------------------------------------
+# --- 6. Pasting the known pixels into the prediction -------------------------------------------
 def paste_eps(diffusion: GaussianDiffusion, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
               image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Reference: x̂_0 from ε (clamped to [-1, 1]), x̂_0 ← mask · image + (1 − mask) · x̂_0, and the
@@ -174,7 +328,7 @@ def test_paste_eps(fn) -> bool:
     return EX_PASTE.check(fn)
 
 
-# --- 5. The upsampler's input ------------------------------------------------------------------
+# --- 7. The upsampler's input ------------------------------------------------------------------
 def upsampler_input(x_t: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
     """Reference: x_t [B, 3, S, S] ⊕ bilinear(low_res [B, 3, s, s] -> S, align_corners=False) -> [B, 6, S, S]."""
     return torch.cat([x_t, upsample_channels(low_res, x_t.shape[-1])], dim=1)
@@ -195,3 +349,6 @@ EX_UPSAMPLER_INPUT = Exercise(
 
 def test_upsampler_input(fn) -> bool:
     return EX_UPSAMPLER_INPUT.check(fn)
+
+
+check = checker("ch06")  # the notebook's `name = tests.check(name)`: see core.Exercise.accept
