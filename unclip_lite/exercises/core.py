@@ -200,11 +200,16 @@ class ModuleExercise(Exercise):
             self.kind = "module"
         super().__post_init__()
 
+    def prepare(self, reference: torch.nn.Module) -> None:
+        """Set the reference's weights before they are copied (e.g. randomise a zero-initialised layer)."""
+
     def run(self, cls: Callable, case: Case) -> Any:
         init, *inputs = copy.deepcopy(case.args)
-        torch.manual_seed(0)
-        reference = self.reference(**init)
-        module = reference if cls is self.reference else cls(**init)
+        with torch.random.fork_rng(devices=[]):  # building the modules leaves the notebook's RNG alone
+            torch.manual_seed(0)
+            reference = self.reference(**init)
+            module = reference if cls is self.reference else cls(**init)
+        self.prepare(reference)
         if module is not reference:
             want, have = set(reference.state_dict()), set(module.state_dict())
             if want != have:
