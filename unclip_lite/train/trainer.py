@@ -39,6 +39,9 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; training stopped before the bad update was applied."""
 
 
+STRATEGIES = ("auto", "none", "ddp", "fsdp")
+
+
 @dataclass
 class TrainConfig:
     steps: int = 1000
@@ -55,6 +58,12 @@ class TrainConfig:
     precision: str = "auto"
     ema_decay: float | None = None
     accumulate: int = 1  # micro-batches per optimiser step
+    # Scaling (chapter 10). "auto": DDP when torchrun starts several processes, else a plain
+    # module; "ddp"; "fsdp" (FSDP2 ``fully_shard`` per block, then the root); "none".
+    strategy: str = "auto"
+    compile: bool = False        # torch.compile the model (opt-in: minutes of compile time)
+    checkpointing: bool = False  # recompute each block's activations in backward (activation checkpointing)
+    fused: bool | None = None    # fused AdamW kernel; None: where the parameters are on CUDA
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int | None = None  # steps; also at the end when out_dir is set
@@ -66,6 +75,8 @@ class TrainConfig:
             raise ValueError(f"steps and accumulate must be positive, got {self.steps}, {self.accumulate}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
 
