@@ -174,3 +174,21 @@ def test_a_residual_upsampler_diffuses_what_interpolation_misses():
     assert torch.equal(low, plain_low) and torch.allclose(x0, plain_x0 - upsampled(low, 16), atol=1e-6)
     assert torch.allclose(image_from(cfg, diffusion_target(cfg, plain_x0, low), low), plain_x0, atol=1e-6)
     assert x0.abs().mean() < 0.5 * plain_x0.abs().mean()  # what is left to draw is small
+
+
+def test_a_stage_starts_from_another_stage_of_the_same_architecture_at_another_size(tmp_path):
+    from unclip_lite.unclip.upsampler_recipes import start_from_stage
+
+    first = tiny_bundle(8, 16, seed=1)
+    second = tiny_bundle(16, 32, seed=2)
+    start_from_stage(second, first)
+    # fully convolutional: the same weights give, at every pixel, what the trained stage computes
+    x, low, t = torch.randn(2, 3, 16, 16, generator=gen()), torch.rand(2, 3, 8, 8, generator=gen(1)), torch.tensor([5, 500])
+    assert torch.equal(second.model(x, t, low), first.model(x, t, low))
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(second.model.state_dict()[name], value), name
+    wider = UpsamplerBundle(Upsampler(UpsamplerConfig(16, 32, model_channels=16, channel_mult=(1, 2),
+                                                      num_res_blocks=1, crop_fraction=0.5)))
+    with pytest.raises(ValueError, match="model_channels: 8 vs 16"):
+        start_from_stage(wider, first)
+    assert RECIPES["shapes-128"]().init_from == "upsampler-shapes-64"

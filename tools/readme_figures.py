@@ -78,7 +78,11 @@ def chapters_table() -> str:
     rows.append("")
     if timed:
         rows.append(f"Run times: the `quick` profile in the book build of {record.get('date', '?')}, "
-                    f"on {record.get('hardware', 'a CPU')}.")
+                    f"on {record.get('hardware', 'a CPU')}."
+                    + "".join(f" On {other.get('hardware', 'another CPU')} the chapters took "
+                              f"{round(other['total']) // 60} min {round(other['total']) % 60:02d} s in all, against "
+                              f"{round(record['total']) // 60} min {round(record['total']) % 60:02d} s here."
+                              for other in record.get("also_measured", []) if "total" in other and "total" in record))
     else:
         rows.append("Each chapter's opening cell prints its run time under the `quick` profile.")
     rows += ["", END]

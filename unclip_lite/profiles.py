@@ -63,6 +63,12 @@ def chapter_runtime(chapter: str) -> str:
         seconds = record["chapters"][chapter]
     except (OSError, ValueError, KeyError):
         return f"run time of {chapter} under the quick profile: not measured yet"
-    minutes, secs = divmod(round(seconds), 60)
-    return (f"run time under the quick profile: {minutes} min {secs:02d} s on {record.get('hardware', 'a CPU')} "
-            f"(measured in the book build of {record.get('date', '?')})")
+    def took(seconds: float, hardware: str) -> str:
+        minutes, secs = divmod(round(seconds), 60)
+        return f"{minutes} min {secs:02d} s on {hardware}"
+
+    # CPUs differ: a build on another machine is quoted too (bf16 autocast is native on some, emulated on others)
+    others = [took(other["chapters"][chapter], other.get("hardware", "another CPU"))
+              for other in record.get("also_measured", []) if chapter in other.get("chapters", {})]
+    return (f"run time under the quick profile: {took(seconds, record.get('hardware', 'a CPU'))} "
+            f"(measured in the book build of {record.get('date', '?')})" + "".join(f"; {o}" for o in others))
