@@ -53,7 +53,8 @@ def test_overrides_are_typed_dotted_or_unique_and_validated():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, config", [(k.name, c) for k in KINDS.values() for c in k.recipes])
+@pytest.mark.parametrize("kind, config", [(k.name, c) for k in KINDS.values() for c in k.recipes
+                                          if not cli.reads_data(k.recipes[c].make())])  # tests/test_data_recipes.py
 def test_every_recipe_stops_on_max_minutes_and_takes_overrides(tmp_path, kind, config):
     """One step, then the time limit (0 minutes) stops it resumably, for every kind and recipe."""
     entry = get_kind(kind).recipes[config]

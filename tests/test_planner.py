@@ -13,7 +13,8 @@ from torch import nn
 
 from unclip_lite.planner import (GIB, PLAN_KIND_NAMES, STATE_BYTES, TABLE_LABELS, DoesNotFitError, PlanError,
                                  add_plan_arguments, cmd_plan, plan)
-from unclip_lite.planner_measure import LiveBytes, measure_cpu_step, trace_step
+from unclip_lite.nn import set_grad_checkpointing
+from unclip_lite.planner_measure import LiveBytes, measure_cpu_activations, measure_cpu_step, trace_step
 from unclip_lite.planner_models import PLAN_KINDS, Workload, build_workload
 
 # (kind, config, global batch): a real fp32 AdamW step on the CPU against the plan
@@ -24,18 +25,29 @@ def _plan(kind="clip", config="shapes-tiny", batch=32, **kwargs):
     return plan(kind, config, batch, **{"precision": "fp32", **kwargs})
 
 
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
 @pytest.mark.parametrize("kind, config, batch", REAL_STEPS)
-def test_predicted_memory_matches_a_real_cpu_training_step(kind, config, batch):
-    predicted = _plan(kind, config, batch)
+def test_predicted_memory_matches_a_real_cpu_training_step(kind, config, batch, checkpointing):
+    predicted = _plan(kind, config, batch, checkpointing=checkpointing)
     torch.manual_seed(0)
-    real = measure_cpu_step(build_workload(kind, config, device="cpu"), batch)
+    workload = build_workload(kind, config, device="cpu")
+    if checkpointing:
+        set_grad_checkpointing(workload.model)  # the models' own checkpointing, as a training run sets it
+    # the activations' peak over a real forward + backward, against the meta-device trace extended
+    # linearly from batch 1 and 2: measured within 0.3%. (The checkpointed activations the planner
+    # used to model, before the blocks could recompute, were 3% (GLIDE) and 11% (CLIP) short.)
+    assert measure_cpu_activations(workload, batch) == pytest.approx(predicted.activations, rel=0.05)
+    real = measure_cpu_step(workload, batch)
     # weights + AdamW's m and v: exact (the buffers are a few bytes)
     assert real["states_bytes"] == pytest.approx(predicted.weights + predicted.optimizer, rel=1e-3)
-    # the plan holds weights, gradients, optimizer state and activations all at once: within 15%
-    assert real["peak_bytes"] == pytest.approx(predicted.total, rel=0.15)
+    # the plan holds weights, gradients, optimizer state and activations all at once: an upper bound
     assert real["peak_bytes"] <= predicted.total
-    # the trainer frees gradients between steps: the peak is weights + state + max(gradients, activations)
-    assert real["peak_bytes"] == pytest.approx(predicted.peak_freed_gradients, rel=0.05)
+    # the trainer frees gradients between steps, so the peak is at least weights + state +
+    # max(gradients, activations) (without checkpointing, exactly that: the activations are gone
+    # before the last gradients come; with it, the recomputed blocks overlap the gradients)
+    assert real["peak_bytes"] >= 0.95 * predicted.peak_freed_gradients
+    if not checkpointing:
+        assert real["peak_bytes"] == pytest.approx(predicted.peak_freed_gradients, rel=0.05)
 
 
 def test_parameter_counts_are_exact():
@@ -71,20 +83,29 @@ def test_linear_flops_are_six_n_tokens_and_activations_are_the_inputs():
     assert trace_step(_linear_toy(requires_grad=False), batch).flops == 6 * n * tokens - 2 * 64 * 256 * tokens
 
 
-def test_checkpointing_keeps_block_inputs_and_one_block():
+def test_checkpointing_is_measured_on_the_blocks_own_recomputation():
     from unclip_lite.nn import Transformer
 
     layers, batch, length, width = 4, 2, 8, 32
-    with torch.device("meta"):
-        model = Transformer(width, layers, heads=4)
+    tokens = batch * length
+
+    def transformer(device):
+        with torch.device(device):
+            return Transformer(width, layers, heads=4)
 
     def inputs(b, device, dtype):
         return (torch.randn(b, length, width, device=device, dtype=dtype, requires_grad=True),), {}
-    step = trace_step(Workload(model, inputs, lambda out: out.sum()), batch)
-    block_input = 4 * batch * length * width
-    per_block = (step.saved_bytes - layers * block_input) / layers  # identical blocks
-    assert step.checkpointed_bytes == layers * block_input + per_block
-    assert step.recompute_flops == step.forward_flops  # every FLOP is inside a block
+    step = trace_step(Workload(transformer("meta"), inputs, lambda out: out.sum()), batch)
+    # every FLOP is inside a block, and each block is recomputed up to the input of its last
+    # Linear (mlp.c_proj, width 4w -> w): its output is saved by nobody, so autograd stops there
+    assert step.recompute_flops == step.forward_flops - layers * 2 * tokens * 4 * width * width
+    # the checkpointed peak, against the same blocks checkpointed in a real CPU step
+    cpu = Workload(transformer("cpu"), inputs, lambda out: out.sum())
+    set_grad_checkpointing(cpu.model)
+    assert step.checkpointed_bytes == pytest.approx(measure_cpu_activations(cpu, batch), rel=0.02)
+    # and it keeps one block's internals, not four: well under half the plain step's peak
+    block_input = 4 * tokens * width
+    assert layers * block_input < step.checkpointed_bytes < step.peak_bytes / 2
 
 
 def test_fsdp_divides_the_states_by_the_gpus():

@@ -130,3 +130,94 @@ def test_a_model_can_ask_for_faster_learning_of_its_new_parameters():
     decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     assert decay[id(model[1].weight)] == 0.1 and decay[id(model[1].bias)] == 0.0
     assert sum(len(g["params"]) for g in groups) == 4
+
+
+# --- chapter 10's GPU recipe in one process: strategy, fused AdamW, checkpointing, compile --------
+# (the multi-process strategies themselves are compared with one process in tests/test_distributed.py)
+
+def no_dropout_model():
+    model = make_model()
+    model[1].p = 0.0
+    return model
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_multi_process_strategy_in_one_process_says_how_to_launch(strategy):
+    with pytest.raises(ValueError, match=rf"strategy='{strategy}'.*single process.*torchrun --nproc-per-node N"):
+        Trainer(make_model(), mse, batches, config(strategy=strategy))
+
+
+def test_an_unknown_strategy_is_refused():
+    with pytest.raises(ValueError, match="strategy must be one of auto, none, ddp, fsdp"):
+        TrainConfig(strategy="zero3")
+
+
+def test_auto_and_none_are_the_plain_single_process_trainer():
+    for strategy in ("auto", "none"):
+        trainer = Trainer(make_model(), mse, batches, config(strategy=strategy))
+        assert trainer.parallel.strategy == "none" and trainer.model is trainer.raw_model
+
+
+def test_fused_adamw_on_cpu_matches_the_unfused_one():
+    """fused=None on the CPU keeps torch's default; True forces the fused kernel (this torch has one
+    for the CPU), which takes the same steps."""
+    default = Trainer(no_dropout_model(), mse, batches, config(steps=5))
+    fused = Trainer(no_dropout_model(), mse, batches, config(steps=5, fused=True))
+    assert not default.optimizer.defaults["fused"] and fused.optimizer.defaults["fused"] is True
+    default.fit(), fused.fit()
+    for a, b in zip(default.raw_model.parameters(), fused.raw_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_adamw_where_torch_has_no_kernel_is_a_clear_error():
+    from unclip_lite.train.distributed import make_adamw
+
+    meta = torch.nn.Parameter(torch.empty(3, 3, device="meta"))
+    with pytest.raises(ValueError, match="fused=True: torch .* has no fused AdamW for parameters on meta"):
+        make_adamw([{"params": [meta]}], 1e-3, (0.9, 0.98), 1e-6, True, torch.device("meta"))
+
+
+def tiny_clip_training(**kw):
+    from unclip_lite.clip.configs import CLIPConfig, TextConfig, VisionConfig
+    from unclip_lite.clip.model import CLIP
+    from unclip_lite.clip.recipes import contrastive_step
+
+    def clip_batches(index, rank=0, world=1):
+        g = torch.Generator().manual_seed(index)
+        tokens = torch.randint(4, 30, (6, 8), generator=g)
+        tokens[:, 5], tokens[:, 6:] = 2, 0  # EOT, padding
+        return torch.randn(6, 3, 16, 16, generator=g), tokens
+
+    torch.manual_seed(0)
+    clip = CLIP(CLIPConfig(embed_dim=16, vision=VisionConfig(image_size=16, layers=2, width=16, heads=2, patch_size=8),
+                           text=TextConfig(context_length=8, vocab_size=30, width=16, heads=2, layers=2)))
+    return Trainer(clip, contrastive_step, clip_batches, config(steps=3, **kw))
+
+
+def test_activation_checkpointing_switches_the_blocks_and_changes_nothing_learned():
+    from unclip_lite.nn import repeated_blocks
+
+    plain, checkpointed = tiny_clip_training(), tiny_clip_training(checkpointing=True)
+    assert all(block.grad_checkpointing for block in repeated_blocks(checkpointed.raw_model))
+    assert not any(block.grad_checkpointing for block in repeated_blocks(plain.raw_model))
+    plain.fit(), checkpointed.fit()
+    for a, b in zip(plain.raw_model.parameters(), checkpointed.raw_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_wraps_the_model_for_training_and_saves_the_plain_one(tmp_path, monkeypatch):
+    """compile=True trains through torch.compile's wrapper; the checkpoint keys are the plain
+    model's (no ``_orig_mod.``) and the steps are eager's. TorchDynamo traces for real; the
+    Inductor code generation (~1 min for even this model on 2 CPU cores) is swapped for the
+    eager backend."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    compiled = Trainer(no_dropout_model(), mse, batches, config(steps=3, compile=True), out_dir=tmp_path)
+    eager = Trainer(no_dropout_model(), mse, batches, config(steps=3))
+    assert type(compiled.model).__name__ == "OptimizedModule" and compiled.model is not compiled.raw_model
+    compiled.fit(), eager.fit()
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    assert list(state["model"]) == list(eager.raw_model.state_dict())
+    for a, b in zip(compiled.raw_model.parameters(), eager.raw_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

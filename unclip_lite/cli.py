@@ -72,10 +72,26 @@ def cmd_train(args) -> int:
                          f"recipes: {', '.join(kind.recipes)}")
     entry = kind.recipes[args.config]
     recipe = entry.make()
-    sets = list(args.set or [])  # every override is checked before any work starts
-    sets += [f"train.steps={args.steps}"] if args.steps else []
-    sets += [f"train.precision={args.precision}"] if args.precision else []
-    overrides = override_fields(recipe, sets)
+    overrides = override_fields(recipe, list(args.set or []))  # every override is checked before any work
+    for flag, assignment in train_flag_overrides(args):
+        try:
+            overrides.update(override_fields(recipe, [assignment]))
+        except ValueError as err:
+            if not str(err).startswith("unknown recipe field"):
+                raise ValueError(f"{flag}: {err}") from None
+            if flag == "--data":
+                takers = [name for name, e in kind.recipes.items() if reads_data(e.make())]
+                raise ValueError(f"{kind.name} recipe {args.config!r} makes its own data and takes no --data; "
+                                 f"{kind.name} recipes that train on yours: {', '.join(takers) or 'none'}") from None
+            raise ValueError(f"{flag} does not apply to {kind.name} recipe {args.config!r}: it has no field "
+                             f"{assignment.partition('=')[0]!r}") from None
+    if reads_data(recipe):  # a real-data recipe: the path is given and its files are there, before any work
+        from unclip_lite.data.sharded import open_source
+
+        if not recipe.data.path:
+            raise ValueError(f"{kind.name} recipe {args.config!r} trains on your data: give --data PATH "
+                             f"(shards 'dir/{{00000..00999}}.tar', a folder of .tar, a CSV, or an image folder)")
+        open_source(recipe.data.path, recipe.data.format)
     if args.threads:
         torch.set_num_threads(args.threads)
     name = args.name or f"{kind.name}-{args.config}"
@@ -95,6 +111,34 @@ def cmd_train(args) -> int:
     print(json.dumps(metrics, indent=2))
     print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+# ``train`` flags that set recipe fields (override_fields paths; a bare name must be unique in the
+# recipe): the same mechanism as --set, so a new recipe needs no new CLI code.
+TRAIN_FLAG_FIELDS = (("steps", "train.steps"), ("precision", "train.precision"), ("lr", "train.lr"),
+                     ("accumulate", "train.accumulate"), ("strategy", "train.strategy"),
+                     ("compile", "train.compile"), ("checkpointing", "train.checkpointing"),
+                     ("batch", "batch_size"), ("data", "data.path"), ("data_format", "data.format"),
+                     ("workers", "data.workers"), ("pretrained", "pretrained"), ("clip", "clip"))
+
+
+def train_flag_overrides(args) -> list[tuple[str, str]]:
+    """``(flag, "field=value")`` for each field-setting flag given on the command line."""
+    out = []
+    for attribute, path in TRAIN_FLAG_FIELDS:
+        value = getattr(args, attribute)
+        if value is None or value is False:
+            continue
+        out.append(("--" + attribute.replace("_", "-"), f"{path}={'true' if value is True else value}"))
+    return out
+
+
+def reads_data(recipe) -> bool:
+    """Whether a recipe trains on external data: it has a ``data.path`` field (``--data``)."""
+    from dataclasses import fields, is_dataclass
+
+    data = getattr(recipe, "data", None)
+    return is_dataclass(data) and any(f.name == "path" for f in fields(data))
 
 
 def cmd_eval(args) -> int:
@@ -207,6 +251,31 @@ def add_precision_flag(parser: argparse.ArgumentParser, default: str | None = "a
                              "fp32 / bf16 / fp16 (training on a GPU)" + ("" if default else " (default: the recipe's)"))
 
 
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """``train``'s data and scaling flags; each sets one recipe field (TRAIN_FLAG_FIELDS)."""
+    from unclip_lite.data.sharded import FORMATS
+    from unclip_lite.train.trainer import STRATEGIES
+
+    parser.add_argument("--data", metavar="PATH", help="real-data recipes: webdataset shards "
+                        "'dir/{00000..00999}.tar' (quote it), a folder of .tar, one .tar, an open_clip CSV, "
+                        "or an image folder of NNN.png + NNN.txt (= --set data.path=PATH)")
+    parser.add_argument("--data-format", choices=FORMATS, help="default auto: decided from the path")
+    parser.add_argument("--batch", type=int, metavar="N", help="micro-batch per process (= --set batch_size=N)")
+    parser.add_argument("--workers", type=int, metavar="N", help="DataLoader processes prefetching batches; "
+                        "the batches are the same for any N (= --set data.workers=N)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (= --set train.lr=LR)")
+    parser.add_argument("--accumulate", type=int, metavar="N", help="micro-batches per optimiser step")
+    parser.add_argument("--strategy", choices=STRATEGIES, help="auto: DDP under torchrun with several "
+                        "processes, else none; ddp; fsdp (FSDP2, per block)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (minutes to compile)")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="activation checkpointing: recompute each block's activations in backward")
+    parser.add_argument("--pretrained", metavar="FILE", help="clip real-data recipes: start from a local "
+                        "open_clip checkpoint file (never downloaded)")
+    parser.add_argument("--clip", metavar="CHECKPOINT", help="decoder, prior, ar-prior: the frozen CLIP whose "
+                        "embeddings they read, a CLIP checkpoint file or shipped name (= --set clip=CHECKPOINT)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unclip-lite", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set lr=3e-4 --set data.batch_size=64 (repeatable)")
     p.add_argument("--steps", type=int, help="override the recipe's number of steps (= --set train.steps=N)")
+    add_train_flags(p)
     p.add_argument("--name", help="checkpoint name (default: <model>-<config>)")
     p.add_argument("--out", help="weights path (default: data/checkpoints/<name>.safetensors)")
     p.add_argument("--run-dir", help="where the resumable training state lives (default runs/<name>)")

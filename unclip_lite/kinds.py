@@ -27,12 +27,14 @@ import torch
 from unclip_lite import judge
 from unclip_lite.bundle import Bundle
 from unclip_lite.checkpoints import read_manifest
+from unclip_lite.clip import data_recipes as clip_data_recipes
 from unclip_lite.clip import emoji_recipe
 from unclip_lite.clip import noised as noised_clip
 from unclip_lite.clip import recipes as clip_recipes
 from unclip_lite.clip.bundle import CLIPBundle
 from unclip_lite.clipdraw.bundle import ClipDrawBundle
 from unclip_lite.data.formats import decode_image
+from unclip_lite.glide import data_recipes as glide_data_recipes
 from unclip_lite.glide import evaluate as glide_evaluate
 from unclip_lite.glide import guide_recipes
 from unclip_lite.glide import recipes as glide_recipes
@@ -41,6 +43,8 @@ from unclip_lite.glide.classifier import ClassifierBundle
 from unclip_lite.glide.command import sample_from_args
 from unclip_lite.unclip import recipes as prior_recipes
 from unclip_lite.unclip import compare, decoder_recipes, upsampler_recipes
+from unclip_lite.unclip import data_recipes as unclip_data_recipes
+from unclip_lite.unclip import prior_data_recipes
 from unclip_lite.unclip.bundle import ARPriorBundle, PriorBundle
 from unclip_lite.unclip.decoder import DecoderBundle
 from unclip_lite.unclip.pipeline import UnCLIPBundle
@@ -194,6 +198,9 @@ register(ModelKind(
         "emoji-tiny": RecipeEntry(emoji_recipe.EmojiRecipe, emoji_recipe.train_emoji_clip, emoji_recipe.evaluate_emoji),
         "shapes-tiny-noised": RecipeEntry(noised_clip.NoisedClipRecipe, noised_clip.train_noised_clip,
                                           lambda b: noised_clip.evaluate_noised_clip(b, n=500)),
+        # real data (--data): open_clip's recipe for each paper config, and shapes-tiny-data at CPU size
+        **{name: RecipeEntry(make, clip_data_recipes.train_data_clip)
+           for name, make in clip_data_recipes.DATA_RECIPES.items()},
     },
     evaluate=evaluate_clip, guide=noised_clip.clip_guide))
 
@@ -212,8 +219,11 @@ register(ModelKind(
 
 register(ModelKind(
     "glide", GlideBundle, "GLIDE text-to-image diffusion, and its inpainting and upsampling variants",
-    recipes={name: RecipeEntry(make, glide_recipes.train_shapes_glide, glide_quick_metrics)
-             for name, make in glide_recipes.RECIPES.items()},
+    recipes={**{name: RecipeEntry(make, glide_recipes.train_shapes_glide, glide_quick_metrics)
+                for name, make in glide_recipes.RECIPES.items()},
+             # real data (--data): the paper's 3.5B base model and 1.5B upsampler, and their -tiny-data twins
+             **{name: RecipeEntry(make, glide_data_recipes.train_data_glide)
+                for name, make in glide_data_recipes.DATA_RECIPES.items()}},
     evaluate=evaluate_glide, sample=lambda bundle, args: sample_from_args(bundle, args, load_guide),
     default_checkpoint="glide-shapes-tiny"))
 
@@ -225,26 +235,34 @@ def evaluate_prior(bundle, options: EvalOptions) -> dict:
 register(ModelKind(
     "prior", PriorBundle, "unCLIP's diffusion prior: a caption to a CLIP image embedding",
     recipes={"shapes-tiny": RecipeEntry(prior_recipes.PriorRecipe, prior_recipes.train_prior,
-                                        prior_recipes.quick_metrics)},
+                                        prior_recipes.quick_metrics),
+             **{name: RecipeEntry(make, prior_data_recipes.train_data_prior)  # real data (--data, --clip)
+                for name, make in prior_data_recipes.PRIOR_DATA_RECIPES.items()}},
     evaluate=evaluate_prior))
 
 register(ModelKind(
     "ar-prior", ARPriorBundle, "unCLIP's autoregressive prior: PCA codes of the CLIP image embedding, one by one",
     recipes={"shapes-tiny": RecipeEntry(prior_recipes.ARPriorRecipe, prior_recipes.train_prior,
-                                        prior_recipes.quick_metrics)},
+                                        prior_recipes.quick_metrics),
+             **{name: RecipeEntry(make, prior_data_recipes.train_data_prior)  # real data (--data, --clip)
+                for name, make in prior_data_recipes.AR_PRIOR_DATA_RECIPES.items()}},
     evaluate=evaluate_prior))
 
 register(ModelKind(
     "decoder", DecoderBundle, "unCLIP's decoder: a GLIDE that also reads a CLIP image embedding",
     recipes={"shapes-tiny": RecipeEntry(decoder_recipes.DecoderRecipe, decoder_recipes.train_decoder,
-                                        decoder_recipes.decoder_quick_metrics)},
+                                        decoder_recipes.decoder_quick_metrics),
+             **{name: RecipeEntry(make, unclip_data_recipes.train_data_decoder)  # real data (--data, --clip)
+                for name, make in unclip_data_recipes.DECODER_DATA_RECIPES.items()}},
     evaluate=lambda bundle, options: decoder_recipes.evaluate_decoder(
         bundle, attr_per_pair=options.attr_per_pair, pairs_n=min(options.pairs_n, 60), steps=min(options.steps or 20, 20))))
 
 register(ModelKind(
     "upsampler", UpsamplerBundle, "unCLIP's upsamplers: no text, no attention, trained on corrupted crops",
-    recipes={name: RecipeEntry(make, upsampler_recipes.train_upsampler, upsampler_recipes.upsampler_quick_metrics)
-             for name, make in upsampler_recipes.RECIPES.items()},
+    recipes={**{name: RecipeEntry(make, upsampler_recipes.train_upsampler, upsampler_recipes.upsampler_quick_metrics)
+                for name, make in upsampler_recipes.RECIPES.items()},
+             **{name: RecipeEntry(make, unclip_data_recipes.train_data_upsampler)  # real data (--data)
+                for name, make in unclip_data_recipes.UPSAMPLER_DATA_RECIPES.items()}},
     evaluate=lambda bundle, options: upsampler_recipes.evaluate_upsampler(
         bundle, n=min(options.n, 64), precision=options.precision)))
 

@@ -11,15 +11,24 @@ The parameter names (``ln_1``, ``attn.out_proj``, ``mlp.c_fc``, ``mlp.c_proj``) 
 OpenAI's CLIP release so pretrained weights map onto ours almost one-to-one; the two places
 we differ (``blocks`` for ``resblocks``, one ``attn.qkv`` Linear for ``in_proj_weight`` and
 ``in_proj_bias``) are listed in :mod:`unclip_lite.clip.interop`.
+
+Every residual block of the package (this :class:`Block`, the U-Net's ``ResBlock`` and
+``AttentionBlock``, the ResNet's ``Bottleneck``) is a :class:`CheckpointableBlock`: one switch,
+:func:`set_grad_checkpointing`, makes a model recompute its blocks in the backward pass instead
+of keeping their activations, and :func:`repeated_blocks` lists the same blocks as the units
+FSDP shards one by one.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class LayerNorm(nn.LayerNorm):
@@ -107,7 +116,80 @@ class MLP(nn.Module):
         return self.c_proj(self.act(self.c_fc(x)))
 
 
-class Block(nn.Module):
+@contextlib.contextmanager
+def _buffers_restored(module: nn.Module):
+    """Put ``module``'s buffers back as they were on exit (BatchNorm's running statistics: a
+    recomputation must not count the batch a second time)."""
+    before = [(buffer, buffer.clone()) for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in before:
+                buffer.copy_(value)
+
+
+class CheckpointableBlock(nn.Module):
+    """A residual block whose activations can be recomputed in the backward pass instead of kept.
+
+    Activation checkpointing (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost";
+    open_clip's ``set_grad_checkpointing``): with ``grad_checkpointing`` set, a training forward
+    keeps only the block's inputs, and autograd runs the block's forward again when the backward
+    pass reaches it. Memory: one block's internals at a time instead of every block's; cost: a
+    second forward through every block (about a third more compute per step).
+
+    A block writes its computation as a method and returns ``self.maybe_checkpoint(method, ...)``
+    from ``forward``. Only a training forward with grad enabled is checkpointed: under
+    ``torch.no_grad()`` nothing is saved anyway, and an eval-mode model is not being trained (a
+    guidance gradient through one runs each block once, as without the flag).
+    """
+
+    grad_checkpointing: bool = False
+
+    def maybe_checkpoint(self, body: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        if not (self.grad_checkpointing and self.training and torch.is_grad_enabled()):
+            return body(*args, **kwargs)
+        recompute = {}
+        if not torch.compiler.is_compiling() and next(self.buffers(), None) is not None:
+            # eager recomputation runs BatchNorm again, in train mode: keep it from updating the
+            # running statistics twice. (A compiled graph recomputes only pure ops; its buffer
+            # updates stay in the forward graph.)
+            recompute["context_fn"] = lambda: (contextlib.nullcontext(), _buffers_restored(self))
+        # use_reentrant=False: keyword arguments, inputs that need no grad, and torch.compile
+        # all work, and the RNG state is replayed, so dropout draws the same mask twice
+        return checkpoint(body, *args, use_reentrant=False, **recompute, **kwargs)
+
+
+def repeated_blocks(model: nn.Module) -> list[nn.Module]:
+    """The outermost :class:`CheckpointableBlock` s of ``model`` (none inside another), in module order.
+
+    These are the units of both per-block checkpointing and FSDP2's ``fully_shard`` (each block's
+    weights gathered just before it runs, freed after; the rest of the model is the root unit)."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if isinstance(module, CheckpointableBlock) and not any(name.startswith(outer + ".") for outer, _ in found):
+            found.append((name, module))
+    return [module for _, module in found]
+
+
+def set_grad_checkpointing(model: nn.Module, enabled: bool = True) -> int:
+    """Turn activation checkpointing of ``model``'s blocks on (or off); returns how many blocks it
+    switched: on, the outermost ones (:func:`repeated_blocks`); off, every block.
+
+    Only the outermost blocks are checkpointed: a block inside one of them is recomputed with it,
+    and its own flag would only make it run a third time."""
+    outermost = {id(block) for block in repeated_blocks(model)}
+    if enabled and not outermost:
+        raise ValueError(f"{type(model).__name__} has no checkpointable block (a CheckpointableBlock: the "
+                         "transformer Block, the U-Net's ResBlock and AttentionBlock, the ResNet's Bottleneck), "
+                         "so there is nothing to recompute; checkpoint a model that has them")
+    blocks = [module for module in model.modules() if isinstance(module, CheckpointableBlock)]
+    for block in blocks:
+        block.grad_checkpointing = enabled and id(block) in outermost
+    return len(outermost) if enabled else len(blocks)
+
+
+class Block(CheckpointableBlock):
     """A pre-LN residual block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``.
 
     Normalising the input of each branch, not the residual stream (GPT-2, Radford et al. 2019),
@@ -127,6 +209,9 @@ class Block(nn.Module):
         causal: bool = False,
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        return self.maybe_checkpoint(self._residual, x, causal, attn_mask)
+
+    def _residual(self, x: torch.Tensor, causal: bool, attn_mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), causal=causal, attn_mask=attn_mask)  # [B, L, D]
         x = x + self.mlp(self.ln_2(x))  # [B, L, D]
         return x

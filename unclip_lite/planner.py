@@ -11,20 +11,22 @@ device (shapes, no memory) and takes one training step there (:mod:`unclip_lite.
 * **weights, gradients, AdamW state** by ZeRO's convention (Rajbhandari et al. 2020, §3.1). Mixed
   precision (bf16/fp16): 2 B half-precision weights + 2 B gradients + 12 B optimizer state
   (fp32 master weights, first and second moments) = 16 B per parameter. fp32: 4 + 4 + 8 = 16 B;
-* **activations**: the bytes of the unique storages autograd saves for the backward pass, with
-  the model in the chosen precision (fp32 where the package computes in fp32 on purpose: its
+* **activations**: the peak of live activation bytes over the forward and backward (what
+  autograd saves for the backward pass, plus the gradients flowing back through it), with the
+  model in the chosen precision (fp32 where the package computes in fp32 on purpose: its
   LayerNorm, the CLIP loss), measured at batch 1 and 2 and extended linearly;
-* **FLOPs**: ``FlopCounterMode`` over the same forward + backward (matmuls, convolutions,
-  attention).
+* **FLOPs**: ``torch.utils.flop_counter``'s formulas over the same forward + backward (matmuls,
+  convolutions, attention).
 
 Data parallel, ``--batch`` is the *global* batch, split over ``--gpus``. Without ``--fsdp`` every
 GPU holds all weights, gradients and optimizer state (DDP, ``gradient_as_bucket_view=True``);
 ``--fsdp`` shards the three over the GPUs (ZeRO-3), and each GPU also holds the unsharded
 weights of the FSDP unit it is computing and of the one it prefetches, plus that unit's
 unsharded gradients (units: the residual blocks, and the rest of the model as the root).
-``--checkpointing`` models per-block activation checkpointing (the package's models do not
-implement it): only each block's inputs are kept, one block's activations exist again while it
-is recomputed, and the blocks' forward FLOPs are paid twice.
+``--checkpointing`` runs the step with the models' own per-block activation checkpointing
+(:func:`unclip_lite.nn.set_grad_checkpointing`, the same blocks as the FSDP units) and measures
+it: only each block's inputs are kept, one block's internals exist again while it is recomputed,
+and most of the blocks' forward FLOPs are paid twice.
 
 The total is weights + gradients + optimizer state + FSDP buffers + activations, all held at
 once (what DDP does: its buckets keep gradients all step). The package's trainer frees gradients
@@ -93,16 +95,17 @@ def measure(kind: str, config: str, precision: str = "bf16") -> Measurement:
     """Trace ``kind``/``config`` on the meta device at batch 1 and 2 (cached per process)."""
     import torch
 
-    from unclip_lite.planner_measure import top_blocks, trace_step
+    from unclip_lite.nn import repeated_blocks
+    from unclip_lite.planner_measure import trace_step
     from unclip_lite.planner_models import build_workload
 
     workload = build_workload(kind, config)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    n, blocks = count(workload.model), [count(m) for _, m in top_blocks(workload.model)]
+    n, blocks = count(workload.model), [count(m) for m in repeated_blocks(workload.model)]
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     one, two = trace_step(workload, 1, dtype), trace_step(workload, 2, dtype)
     fit = lambda field: _line(getattr(one, field), getattr(two, field))  # noqa: E731
-    return Measurement(n, max([*blocks, n - sum(blocks)]), len(blocks), fit("saved_bytes"),
+    return Measurement(n, max([*blocks, n - sum(blocks)]), len(blocks), fit("peak_bytes"),
                        fit("checkpointed_bytes"), fit("flops"), fit("recompute_flops"), workload.unit, workload.note)
 
 
@@ -237,7 +240,7 @@ def format_plan(p: Plan) -> str:
     ]
     if p.fsdp:
         rows.append(("FSDP buffers (2 gathered units + 1 unit's gradients)", p.fsdp_buffers))
-    act = "checkpointed per block" if p.checkpointing else "saved for backward"
+    act = "peak, checkpointed per block" if p.checkpointing else "peak over forward + backward"
     rows += [(f"activations ({act}, {p.per_gpu_batch} / GPU)", p.activations), ("total", p.total)]
     out = [f"plan: {p.kind} {p.config}: global batch {p.batch} = {p.gpus} GPU(s) x {p.per_gpu_batch}, "
            f"{p.precision}, {_mode(p)}{', activation checkpointing' if p.checkpointing else ''}",

@@ -1,57 +1,50 @@
 """Measuring a training step: on the ``meta`` device for the planner, on the CPU to check it.
 
 :func:`trace_step` runs one forward + backward of a :class:`~unclip_lite.planner_models.Workload`
-on the ``meta`` device (shapes only: a 3.5B model costs nothing) and records
+on the ``meta`` device (shapes only: a 3.5B model costs nothing) twice, once as it is and once with
+every block recomputed in the backward pass (:func:`unclip_lite.nn.set_grad_checkpointing`), and
+records of each
 
-* every tensor autograd saves for the backward pass (``torch.autograd.graph.saved_tensors_hooks``),
-  summed over *unique storages*, parameters left out: the activation memory;
-* which residual block saved each, and every block's inputs: what per-block activation
-  checkpointing would keep (the package's models have no checkpointing of their own, so it is
-  modelled: the block inputs plus whatever is saved outside blocks, plus one block's internals
-  while that block is recomputed in the backward pass);
-* FLOPs, by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention; no
-  elementwise ops), forward and backward, and the forward FLOPs inside blocks (what
-  checkpointing recomputes).
+* the peak of live activation bytes over the forward and backward (:class:`LiveBytes`, which
+  counts meta storages as it counts CPU ones): what autograd saves for the backward pass, plus
+  the backward's working memory (the gradients flowing back through the activations, one
+  block's recomputed internals under checkpointing). Weights, buffers and the parameters'
+  gradients are allocated before and left out (they are the plan's other lines);
+* FLOPs (the ``torch.utils.flop_counter`` formulas: matmuls, convolutions, attention; no
+  elementwise ops), forward and backward. The checkpointed step's extra FLOPs are the
+  recomputation: less than the blocks' forward, because autograd stops recomputing a block once
+  it has what the backward needs (a block's last matmul, whose output nobody saved, is skipped);
+* and, of the plain step, the bytes autograd saves for backward (unique storages, parameters
+  left out; ``torch.autograd.graph.saved_tensors_hooks``).
+
+Measured peaks, not a model of them: until the package's blocks could recompute, checkpointing
+was modelled (block inputs + what is saved outside blocks + one block's internals), which missed
+the backward's working memory — 3-26% of the checkpointed activations of the tiny models, next
+to 1-8% without checkpointing — and counted a full forward of recomputation.
 
 On the meta device ``F.scaled_dot_product_attention`` would take its math path and save the
 full [B, heads, L, L] attention matrix; a GPU takes a fused kernel that saves only the
-log-sum-exp. :class:`FusedAttention` routes it to the memory-efficient kernel's op, as a GPU
+log-sum-exp. :func:`fused_attention` routes it to the memory-efficient kernel's op, as a GPU
 (and the CPU's flash kernel) does. Attention the package writes out by hand (the decoder's
 gated attention) is measured as written: it does save its [L, L] weights.
 
-:class:`LiveBytes` is the CPU's stand-in for ``torch.cuda.max_memory_allocated``: a dispatch
+:class:`LiveBytes` is also the CPU's stand-in for ``torch.cuda.max_memory_allocated``: a dispatch
 mode that counts every storage an op creates and forgets it when Python frees it.
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import flop_registry
 
-
-def block_types() -> tuple[type, ...]:
-    """The residual blocks of the package's models: the unit of checkpointing and FSDP wrapping."""
-    from unclip_lite.clip.vision import Bottleneck
-    from unclip_lite.nn import Block
-    from unclip_lite.unet import ResBlock
-    from unclip_lite.unet_attention import AttentionBlock
-    return Block, ResBlock, AttentionBlock, Bottleneck
-
-
-def top_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of the blocks not inside another block, in module order."""
-    types, found = block_types(), []
-    for name, module in model.named_modules():
-        if isinstance(module, types) and not any(name.startswith(outer + ".") for outer, _ in found):
-            found.append((name, module))
-    return found
+from unclip_lite.nn import repeated_blocks, set_grad_checkpointing
 
 
 def _efficient_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -64,13 +57,39 @@ def _efficient_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, sca
         q, k, v, bias, True, dropout_p, is_causal, scale=scale)[0]
 
 
-class FusedAttention(TorchFunctionMode):
-    """``F.scaled_dot_product_attention`` through the memory-efficient kernel's op (see the docstring)."""
+@contextlib.contextmanager
+def fused_attention():
+    """``F.scaled_dot_product_attention`` through the memory-efficient kernel's op (see the docstring).
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is F.scaled_dot_product_attention:
-            return _efficient_sdpa(*args, **(kwargs or {}))
-        return func(*args, **(kwargs or {}))
+    The function itself is swapped, not intercepted by a ``TorchFunctionMode``: autograd runs a
+    checkpointed block's recomputation without the torch-function modes of the forward, so the
+    recomputed attention would take the math path and save other tensors (checkpoint's check
+    that the recomputation saves what the forward saved then fails)."""
+    original = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = _efficient_sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+class FlopCount(TorchDispatchMode):
+    """FLOPs of the ops run under this mode, by ``torch.utils.flop_counter``'s formulas.
+
+    ``FlopCounterMode`` would count the same, but its module tracker hooks every module call,
+    recomputations included, and keeps tensors alive that the step would have freed: under it the
+    checkpointed CLIP step peaked at twice its real activation memory."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **(kwargs or {}), out_val=out)
+        return out
 
 
 @dataclass
@@ -79,9 +98,10 @@ class StepTrace:
 
     batch: int
     saved_bytes: int  # unique storages saved for backward, parameters and buffers left out
-    checkpointed_bytes: int  # what per-block checkpointing keeps at its peak (see the module docstring)
+    peak_bytes: int  # the peak of live activation bytes (see the module docstring)
+    checkpointed_bytes: int  # the same with every block checkpointed
     flops: int  # forward + backward
-    recompute_flops: int  # forward FLOPs inside the blocks: what checkpointing computes twice
+    recompute_flops: int  # what checkpointing adds: the blocks' forward, recomputed (early-stopped)
     forward_flops: int
 
 
@@ -89,64 +109,53 @@ def _tensors(obj) -> list[torch.Tensor]:
     return [t for t in tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
 
 
+def _run(workload, batch: int, dtype: torch.dtype, checkpointing: bool) -> tuple[int, int, int, int]:
+    """(saved bytes, peak activation bytes, forward FLOPs, FLOPs) of one meta-device step."""
+    model = workload.model
+    device = next(model.parameters()).device
+    owned = {id(t.untyped_storage()) for t in [*model.parameters(), *model.buffers()]}
+    saved: set[int] = set()  # ids of the live storages counted (holding them would skew the peak)
+    saved_bytes = 0
+
+    def pack(t):
+        nonlocal saved_bytes
+        s = t.untyped_storage()
+        if id(s) not in owned and id(s) not in saved:
+            saved.add(id(s))
+            saved_bytes += s.nbytes()
+            weakref.finalize(s, saved.discard, id(s))  # a later storage may reuse the id
+        return t
+
+    set_grad_checkpointing(model, checkpointing)
+    # the gradients exist before the step (the plan's gradient line), so backward adds into them
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    existing = [*model.parameters(), *model.buffers(), *(p.grad for p in model.parameters())]
+    try:
+        with fused_attention(), LiveBytes(existing, device="meta") as memory, FlopCount() as flops:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                args, kwargs = workload.inputs(batch, device, dtype)
+                loss = workload.loss(model(*args, **kwargs))
+            forward_flops = flops.total
+            loss.backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+        set_grad_checkpointing(model, False)
+    return saved_bytes, memory.peak, forward_flops, flops.total
+
+
 def trace_step(workload, batch: int, dtype: torch.dtype = torch.float32) -> StepTrace:
-    """Run ``workload``'s training step at ``batch`` on the meta device with the model in ``dtype``."""
+    """Run ``workload``'s training step at ``batch`` on the meta device with the model in ``dtype``,
+    plain and (if it has blocks) checkpointed."""
     model = workload.model.to(dtype).train()
     device = next(model.parameters()).device
     if device.type != "meta":
         raise ValueError(f"trace_step runs on the meta device; the model is on {device}")
-    owned = {id(t.untyped_storage()) for t in [*model.parameters(), *model.buffers()]}
-    blocks = top_blocks(model)
-    stack: list[int] = []
-    storages: dict[int, torch.UntypedStorage] = {}  # keeps ids valid while we count
-    saved: dict[int, set] = {}  # storage id -> contexts that saved it (block index, or None: outside blocks)
-    block_inputs: set[int] = set()
-
-    def remember(t: torch.Tensor) -> int | None:
-        s = t.untyped_storage()
-        if id(s) in owned:
-            return None
-        storages[id(s)] = s
-        return id(s)
-
-    def pre(index):
-        def hook(module, args, kwargs):
-            if not stack:  # a block's own inputs, not those of a block nested in it
-                block_inputs.update(k for k in map(remember, _tensors((args, kwargs))) if k is not None)
-            stack.append(index)
-        return hook
-
-    def pack(t):
-        key = remember(t)
-        if key is not None:
-            saved.setdefault(key, set()).add(stack[-1] if stack else None)
-        return t
-
-    handles = [m.register_forward_pre_hook(pre(i), with_kwargs=True) for i, (_, m) in enumerate(blocks)]
-    def post(module, args, output):
-        stack.pop()  # returns None: the output stands
-
-    handles += [m.register_forward_hook(post) for _, m in blocks]
-    try:
-        with FusedAttention(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            with FlopCounterMode(display=False) as forward:
-                args, kwargs = workload.inputs(batch, device, dtype)
-                loss = workload.loss(model(*args, **kwargs))
-        with FusedAttention(), FlopCounterMode(display=False) as backward:
-            loss.backward()
-    finally:
-        for h in handles:
-            h.remove()
-        model.zero_grad(set_to_none=True)
-
-    nbytes = {k: storages[k].nbytes() for k in set(saved) | block_inputs}
-    kept = {k for k, ctx in saved.items() if None in ctx} | block_inputs
-    inside = [sum(nbytes[k] for k, ctx in saved.items() if i in ctx and k not in kept) for i in range(len(blocks))]
-    root = type(model).__name__
-    counts = forward.get_flop_counts()
-    recompute = sum(sum(counts.get(f"{root}.{name}", {}).values()) for name, _ in blocks)
-    return StepTrace(batch, sum(nbytes[k] for k in saved), sum(nbytes[k] for k in kept) + max(inside, default=0),
-                     forward.get_total_flops() + backward.get_total_flops(), recompute, forward.get_total_flops())
+    saved, peak, forward_flops, flops = _run(workload, batch, dtype, checkpointing=False)
+    checkpointed, recomputed = peak, flops  # a model without blocks has nothing to recompute
+    if repeated_blocks(model):
+        _, checkpointed, _, recomputed = _run(workload, batch, dtype, checkpointing=True)
+    return StepTrace(batch, saved, peak, checkpointed, flops, recomputed - flops, forward_flops)
 
 
 class LiveBytes(TorchDispatchMode):
@@ -158,8 +167,9 @@ class LiveBytes(TorchDispatchMode):
     counted, so they add nothing. The CPU has no ``max_memory_allocated``; this is it, minus
     allocator rounding and kernels' internal scratch space."""
 
-    def __init__(self, existing=()):
+    def __init__(self, existing=(), device: str = "cpu"):
         super().__init__()
+        self.device = device  # the device type counted (the planner's steps run on "meta")
         self._existing = {id(t.untyped_storage()): t.untyped_storage() for t in existing}
         self._live: dict[int, int] = {}
         self.current = self.peak = 0
@@ -170,7 +180,7 @@ class LiveBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in _tensors(out):
-            if t.device.type == "meta" or t.is_sparse:
+            if t.device.type != self.device or t.is_sparse:
                 continue
             s = t.untyped_storage()
             key = id(s)
@@ -186,6 +196,24 @@ class LiveBytes(TorchDispatchMode):
 def unique_bytes(tensors) -> int:
     """Bytes of the distinct storages behind ``tensors``."""
     return sum({id(t.untyped_storage()): t.untyped_storage().nbytes() for t in tensors}.values())
+
+
+def measure_cpu_activations(workload, batch: int, seed: int = 0) -> int:
+    """The real peak of live activation bytes over one fp32 forward + backward on the CPU, with the
+    model as configured (checkpointed or not): what :func:`trace_step` measures on the meta device.
+    The gradients are allocated first and, like the weights, left out."""
+    model = workload.model.float().train()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    existing = [*model.parameters(), *model.buffers(), *(p.grad for p in model.parameters())]
+    torch.manual_seed(seed)
+    try:
+        with LiveBytes(existing) as meter:
+            args, kwargs = workload.inputs(batch, torch.device("cpu"), torch.float32)
+            workload.loss(model(*args, **kwargs)).backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+    return meter.peak
 
 
 def measure_cpu_step(workload, batch: int, seed: int = 0) -> dict[str, int]:

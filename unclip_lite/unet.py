@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unclip_lite.nn import timestep_embedding
+from unclip_lite.nn import CheckpointableBlock, timestep_embedding
 from unclip_lite.unet_attention import (POSITION_FREQUENCIES, AttentionBlock, group_norm,  # noqa: F401 (re-exported)
                                         pixel_coordinates, zero_)
 from unclip_lite.utils import config_from_dict
@@ -168,7 +168,7 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # [B, C, 2H, 2W]
 
 
-class ResBlock(nn.Module):
+class ResBlock(CheckpointableBlock):
     """GroupNorm -> SiLU -> conv, inject the embedding, GroupNorm -> SiLU -> dropout -> zero conv, + skip.
 
     ``up``/``down`` resample both paths inside the block (BigGAN, ADM's ``resblock_updown``).
@@ -192,6 +192,9 @@ class ResBlock(nn.Module):
                      else nn.Conv2d(channels, out_channels, skip_kernel, padding=skip_kernel // 2))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.maybe_checkpoint(self._residual, x, emb)
+
+    def _residual(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.in_conv(self.resample(F.silu(self.in_norm(x))))  # [B, C_out, H', W']
         x = self.resample(x)  # [B, C_in, H', W']
         e = self.emb_proj(F.silu(emb))[:, :, None, None]  # [B, C_out (x2), 1, 1]

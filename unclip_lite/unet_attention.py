@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from unclip_lite.nn import CheckpointableBlock
+
 POSITION_FREQUENCIES = (1, 2)  # half-periods across the image of the (x, y) Fourier features
 # The gate is stored divided by this gain. Adam moves a parameter by about its learning rate per
 # step whatever the gradient's size, so a gate stored as-is would take ~5,000 steps at lr 2e-4 to
@@ -69,7 +71,7 @@ def gated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: tor
     return weights @ v / weights.sum(-1, keepdim=True).clamp_min(1e-30)  # [B, nh, N, d]
 
 
-class AttentionBlock(nn.Module):
+class AttentionBlock(CheckpointableBlock):
     """Multi-head self-attention over the H*W pixels, optionally also over context tokens.
 
     With ``encoder_channels``, context tokens [B, L, E] are projected to keys and values and put
@@ -98,6 +100,10 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.maybe_checkpoint(self._residual, x, context, context_mask)
+
+    def _residual(self, x: torch.Tensor, context: torch.Tensor | None,
+                  context_mask: torch.Tensor | None) -> torch.Tensor:
         B, C, H, W = x.shape
         h = rearrange(self.norm(x), "b c h w -> b (h w) c")  # [B, HW, C]
         if self.position is not None:

@@ -19,6 +19,7 @@ from torch import nn
 from unclip_lite.clip.configs import CLIPConfig, get_config
 from unclip_lite.clip.text import TextTransformer
 from unclip_lite.clip.vision import ModifiedResNet, VisionTransformer
+from unclip_lite.nn import set_grad_checkpointing
 
 
 class CLIP(nn.Module):
@@ -60,6 +61,12 @@ class CLIP(nn.Module):
         """
         cap = math.log(self.config.max_logit_scale)
         return torch.where(self.logit_scale > cap, cap, self.logit_scale).exp()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> int:
+        """Recompute every block of both towers in the backward pass instead of keeping its
+        activations (open_clip's method name; :func:`unclip_lite.nn.set_grad_checkpointing`).
+        Returns how many blocks were switched."""
+        return set_grad_checkpointing(self, enable)
 
     @torch.no_grad()
     def clamp_logit_scale_(self) -> None:

@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import nn
 
 from unclip_lite.clip.configs import VisionConfig
-from unclip_lite.nn import LayerNorm, Transformer, timestep_embedding
+from unclip_lite.nn import CheckpointableBlock, LayerNorm, Transformer, timestep_embedding
 
 
 def check_images(images: torch.Tensor, image_size: int, channels: int = 3) -> None:
@@ -86,7 +86,7 @@ class VisionTransformer(nn.Module):
 # ----------------------------------------------------------------------------- ResNet
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(CheckpointableBlock):
     """ResNet bottleneck (1x1 -> 3x3 -> 1x1, 4x expansion) with anti-aliased downsampling.
 
     CLIP's change (§2.4, after Zhang 2019): a stride-s block never strides a convolution;
@@ -115,6 +115,9 @@ class Bottleneck(nn.Module):
             self.downsample.add_module("1", nn.BatchNorm2d(out_planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maybe_checkpoint(self._residual, x)
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))  # [B, P, H, W]
         out = F.relu(self.bn2(self.conv2(out)))  # [B, P, H, W]
         out = self.bn3(self.conv3(self.avgpool(out)))  # [B, 4P, H/s, W/s]

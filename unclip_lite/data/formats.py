@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import tarfile
+from dataclasses import dataclass
 from functools import partial
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -64,18 +66,26 @@ def encode_png(image: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def decode_image(data: bytes | Path, resolution: int | None = None) -> torch.Tensor:
-    """PNG/JPEG/WebP bytes (or a file) -> float [3, H, W] in [0, 1], optionally resized square."""
+def decode_pil(data: bytes | Path):
+    """PNG/JPEG/WebP bytes (or a file) -> an RGB ``PIL.Image``, loaded (the file is closed).
+
+    What open_clip's transforms take. Transparent pixels hold arbitrary colours, so they are
+    shown as white (webdataset's ``"pilrgb"`` decoder, which open_clip uses, drops alpha instead).
+    """
     from PIL import Image
 
     with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
         if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-            # Transparent pixels hold arbitrary colours; show them as white instead.
             rgba = im.convert("RGBA")
             im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        rgb = im.convert("RGB")
-        pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-        image = from_uint8(pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1))
+        return im.convert("RGB")
+
+
+def decode_image(data: bytes | Path, resolution: int | None = None) -> torch.Tensor:
+    """PNG/JPEG/WebP bytes (or a file) -> float [3, H, W] in [0, 1], optionally resized square."""
+    rgb = decode_pil(data)
+    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    image = from_uint8(pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1))
     if resolution is not None and image.shape[-2:] != (resolution, resolution):
         image = F.interpolate(image[None], size=(resolution, resolution), mode="bilinear", antialias=True)[0]
         image = image.clamp(0.0, 1.0)
@@ -156,8 +166,11 @@ class CsvDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def caption(self, index: int) -> str:
+        return self.captions[index]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        return decode_image(self.paths[index], self.resolution), self.captions[index]
+        return decode_image(self.paths[index], self.resolution), self.caption(index)
 
 
 def _check_files_exist(paths: Sequence[Path], what: str) -> None:
@@ -221,6 +234,54 @@ def read_webdataset(shards: str | Path | Iterable[str | Path], resolution: int |
     )
 
 
+# The image member a sample's picture is read from, first match wins: open_clip's
+# ``to_tuple("jpg;png;jpeg;webp", "txt")``.
+SHARD_IMAGE_EXTENSIONS = ("jpg", "png", "jpeg", "webp")
+# webdataset's ``base_plus_ext``: the key is the path up to the first dot of the file name.
+_KEY_AND_EXTENSION = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+@dataclass(frozen=True)
+class ShardSample:
+    """Where one (image, caption) pair sits inside a tar: byte offset and size of each member."""
+
+    key: str
+    image: tuple[int, int]  # (offset of the member's data, size in bytes)
+    text: tuple[int, int]
+
+
+def index_shard(path: str | Path) -> list[ShardSample]:
+    """The complete samples of one webdataset shard, in order, read from the tar headers alone.
+
+    Members are grouped into samples as webdataset groups them (consecutive members sharing a
+    key); a sample without an image or without a ``txt`` caption is left out, as open_clip's
+    ``filter_no_caption_or_no_image`` does. The tar is opened seekable, so walking the headers
+    skips over the member data instead of reading it: counting a 1 GB shard reads ~1 MB.
+    """
+    samples: list[ShardSample] = []
+    key, members = None, {}
+
+    def flush():
+        image = next((members[e] for e in SHARD_IMAGE_EXTENSIONS if e in members), None)
+        if key is not None and image is not None and "txt" in members:
+            samples.append(ShardSample(key, image, members["txt"]))
+
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                match = _KEY_AND_EXTENSION.match(info.name)
+                if not info.isfile() or match is None:
+                    continue
+                if match.group(1) != key:
+                    flush()
+                    key, members = match.group(1), {}
+                members[match.group(2).lower()] = (info.offset_data, info.size)
+    except tarfile.TarError as err:
+        raise ValueError(f"{path} is not a readable tar shard: {err}") from err
+    flush()
+    return samples
+
+
 def _decode_text(data: bytes) -> str:
     return data.decode("utf-8")
 
@@ -280,7 +341,8 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def caption(self, index: int) -> str:
+        return self.paths[index].with_suffix(".txt").read_text(encoding="utf-8").strip()
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        path = self.paths[index]
-        text = path.with_suffix(".txt").read_text(encoding="utf-8").strip()
-        return decode_image(path, self.resolution), text
+        return decode_image(self.paths[index], self.resolution), self.caption(index)

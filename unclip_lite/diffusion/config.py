@@ -14,6 +14,8 @@ class DiffusionConfig:
     num_timesteps: int = 1000
     parameterization: str = "eps"  # "eps", "x0" or "v"
 
-    def build(self) -> GaussianDiffusion:
+    def build(self, learned_range: bool = False) -> GaussianDiffusion:
+        """The diffusion; ``learned_range``: the model also outputs its variance (the model's
+        config says so, e.g. ``UNetConfig.learn_sigma``, so it is not stored twice here)."""
         return GaussianDiffusion.from_schedule(self.schedule, self.num_timesteps,
-                                               parameterization=self.parameterization)
+                                               parameterization=self.parameterization, learned_range=learned_range)

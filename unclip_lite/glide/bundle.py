@@ -37,8 +37,8 @@ class GlideBundle(Bundle):
     extra: dict = field(default_factory=dict)  # saved alongside: how it was trained
     manifest: dict = field(default_factory=dict)  # of the checkpoint it was loaded from
 
-    def __post_init__(self):
-        self.diffusion = self.diffusion_config.build()
+    def __post_init__(self):  # a model that learns its variance (2C outputs) needs a diffusion that reads it
+        self.diffusion = self.diffusion_config.build(learned_range=self.model.config.unet.learn_sigma)
 
     @property
     def image_size(self) -> int:

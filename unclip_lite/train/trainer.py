@@ -13,13 +13,16 @@ gains, biases and embeddings of rank < 2), linear warmup then cosine decay, grad
 clipping, bf16/fp16 autocast, an exponential moving average of the weights, gradient
 accumulation, a ``tqdm`` progress bar, an optional live loss plot, atomic checkpoints with
 full resume (model, optimiser, schedule, EMA, RNG states, step, history), a clear stop on
-a NaN or infinite loss, and data-parallel training under ``torchrun`` (DDP).
+a NaN or infinite loss, and data-parallel training under ``torchrun``: DDP or FSDP2, with
+activation checkpointing, ``torch.compile`` and fused AdamW on request (``TrainConfig``;
+:mod:`unclip_lite.train.distributed` says how each strategy works). Several GPUs:
+``torchrun --nproc-per-node 8 -m unclip_lite train ...``; several nodes, the same line on each with
+``--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500``; NCCL on GPUs, gloo on CPUs.
 """
 from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,11 +31,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from unclip_lite.checkpoints import atomic_write
 from unclip_lite.hardware import PRECISIONS, autocast, resolve_precision
+from unclip_lite.train.distributed import Parallel, distributed_setup, make_adamw  # noqa: F401 (re-exported)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -158,23 +161,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def distributed_setup() -> tuple[int, int]:
-    """Join the process group that ``torchrun`` describes in the environment, if any.
-
-    Returns ``(rank, world_size)``; ``(0, 1)`` for an ordinary single process. gloo on CPU,
-    NCCL on CUDA.
-    """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 @dataclass
 class Trainer:
     model: nn.Module
@@ -190,16 +176,17 @@ class Trainer:
     def __post_init__(self):
         self.rank, self.world_size = distributed_setup()
         self.device = next(self.model.parameters()).device
-        self.raw_model = self.model
-        if self.world_size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         cfg = self.config
-        self.optimizer = torch.optim.AdamW(param_groups(self.raw_model, cfg.weight_decay, cfg.lr), lr=cfg.lr,
-                                           betas=cfg.betas, eps=cfg.eps)
+        self.precision = resolve_precision(cfg.precision, self.device)  # what "auto" means here
+        # raw_model: the module whose parameters train and whose state is saved (under FSDP the
+        # same object, sharded in place); model: what loss_fn calls (DDP / FSDP / compiled)
+        self.raw_model = self.model
+        self.parallel = Parallel(cfg.strategy, self.rank, self.world_size, self.device)
+        self.model = self.parallel.wrap(self.raw_model, self.precision, cfg.checkpointing, cfg.compile)
+        self.optimizer = make_adamw(param_groups(self.raw_model, cfg.weight_decay, cfg.lr), cfg.lr, cfg.betas,
+                                    cfg.eps, cfg.fused, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
         self.ema = EMA(self.raw_model, cfg.ema_decay) if cfg.ema_decay else None
-        self.precision = resolve_precision(cfg.precision, self.device)  # what "auto" means here
         use_scaler = self.precision == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.step = 0
@@ -212,19 +199,28 @@ class Trainer:
         return Path(self.out_dir) / "train_state.pt" if self.out_dir else None
 
     def state_dict(self) -> dict:
-        return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "ema": self.ema.state_dict() if self.ema else None,
-                "scaler": self.scaler.state_dict() if self.scaler else None,
-                "rng": _rng_state(), "step": self.step, "history": self.history,
-                "elapsed": self.elapsed, "config": asdict(self.config)}
+        """The full training state, as one ordinary state dict whatever the strategy. With several
+        processes a collective (FSDP gathers its shards, every rank its RNG state): complete on rank 0."""
+        parallel = self.parallel
+        state = {"model": parallel.model_state(self.raw_model),
+                 "optimizer": parallel.optimizer_state(self.raw_model, self.optimizer),
+                 "scheduler": self.scheduler.state_dict(),
+                 "ema": parallel.full_ema(self.ema.state_dict()) if self.ema else None,
+                 "scaler": self.scaler.state_dict() if self.scaler else None,
+                 "rng": _rng_state(), "step": self.step, "history": self.history,
+                 "elapsed": self.elapsed, "config": asdict(self.config)}
+        if self.world_size > 1:  # each rank's own stream, so a resumed run draws what it would have
+            state["rng_ranks"] = parallel.gather(state["rng"])
+        return state
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write the full training state atomically (rank 0 only)."""
+        """Write the full training state atomically (rank 0 writes; every rank must call it)."""
         path = Path(path or self.state_path)
-        if self.rank == 0:
+        if self.rank == 0 or self.world_size > 1:
             state = self.state_dict()
+        if self.rank == 0:
             atomic_write(path, lambda tmp: torch.save(state, tmp))
+        self.parallel.barrier()  # no rank reads the file before it is complete
         return path
 
     def resume(self, path: str | Path | None = None) -> bool:
@@ -237,17 +233,21 @@ class Trainer:
         if not path.is_file():
             return False
         try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
+            # FSDP: onto the CPU, memory-mapped (the ranks of a node share its pages); each rank
+            # then keeps its shards
+            state = (torch.load(path, map_location="cpu", mmap=True, weights_only=True) if self.parallel.fsdp
+                     else torch.load(path, map_location=self.device, weights_only=True))
         except Exception as err:
             raise RuntimeError(f"cannot resume from {path}: unreadable or truncated ({err})") from err
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.parallel.load_model_state(self.raw_model, state["model"])
+        self.parallel.load_optimizer_state(self.raw_model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
+            self.ema.load_state_dict(self.parallel.shard_ema(self.ema.shadow, state["ema"]))
         if self.scaler and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        rng_ranks = state.get("rng_ranks") or []
+        _set_rng_state(rng_ranks[self.rank] if len(rng_ranks) == self.world_size else state["rng"])
         self.step, self.history, self.elapsed = state["step"], state["history"], state["elapsed"]
         return True
 
@@ -260,22 +260,29 @@ class Trainer:
         total, logs = 0.0, {}
         for micro in range(cfg.accumulate):
             batch = self.batches(self.step * cfg.accumulate + micro, self.rank, self.world_size)
-            with autocast(self.precision, self.device):
-                out = self.loss_fn(self.model, batch)
-            loss, extra = out if isinstance(out, tuple) else (out, {})
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {self.step} (micro-batch {micro}); the update was "
-                    f"not applied. Last finite loss: {self.history[-1]['loss'] if self.history else 'none'}"
-                    f", lr {self.scheduler.get_last_lr()[0]:.3g}. Try a lower learning rate, "
-                    f"precision='auto' (bf16 where the hardware has it, else fp32) instead of 'fp16', "
-                    f"or a smaller grad_clip"
-                    + (f"; the last good state is in {self.state_path}" if self.state_path else ""))
-            loss = loss / cfg.accumulate
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            # gradients are averaged across ranks on the last micro-batch only
+            with self.parallel.gradient_sync(micro == cfg.accumulate - 1):
+                with autocast(self.precision, self.device):
+                    out = self.loss_fn(self.model, batch)
+                loss, extra = out if isinstance(out, tuple) else (out, {})
+                # with several processes every rank stops together (mean: NaN if any rank's is), where
+                # one rank stopping alone would leave the others waiting in the gradient all-reduce
+                seen = self.parallel.mean_over_ranks({"loss": loss.item()})["loss"]
+                if not math.isfinite(seen):
+                    raise NonFiniteLossError(
+                        f"loss is {seen} at step {self.step} (micro-batch {micro}); the update was "
+                        f"not applied. Last finite loss: {self.history[-1]['loss'] if self.history else 'none'}"
+                        f", lr {self.scheduler.get_last_lr()[0]:.3g}. Try a lower learning rate, "
+                        f"precision='auto' (bf16 where the hardware has it, else fp32) instead of 'fp16', "
+                        f"or a smaller grad_clip"
+                        + (f"; the last good state is in {self.state_path}" if self.state_path else ""))
+                loss = loss / cfg.accumulate
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.item()
             for k, v in extra.items():
                 logs[k] = logs.get(k, 0.0) + float(v) / cfg.accumulate
+        self.parallel.average_replicated_grads()
+        logs = self.parallel.mean_over_ranks({"loss": total, **logs})
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         grad_norm = (nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip).item()
@@ -291,7 +298,7 @@ class Trainer:
         if self.ema:
             self.ema.update(self.raw_model)
         self.step += 1
-        return {"step": self.step, "loss": total, "lr": self.scheduler.get_last_lr()[0],
+        return {"step": self.step, "loss": logs.pop("loss"), "lr": self.scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm, **logs}
 
     def fit(self, steps: int | None = None, max_minutes: float | None = None) -> list[dict]:
@@ -323,8 +330,10 @@ class Trainer:
                 bar.update(1)
                 if self.out_dir and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save()
-                if max_minutes is not None and self.elapsed - base_elapsed > 60 * max_minutes:
-                    break
+                if max_minutes is not None:  # one rank out of time stops them all, at the same step
+                    late = float(self.elapsed - base_elapsed > 60 * max_minutes)
+                    if self.parallel.mean_over_ranks({"late": late})["late"] > 0:
+                        break
         finally:
             bar.close()
         if self.out_dir:
@@ -332,7 +341,12 @@ class Trainer:
         return self.history
 
     def averaged_model(self) -> nn.Module:
-        """A copy of the model holding the EMA weights (or the raw weights without EMA)."""
+        """A copy of the model holding the EMA weights (or the raw weights without EMA).
+
+        Always an ordinary module: under FSDP the full weights are gathered (a collective: every
+        rank calls it) into an unsharded copy on every rank."""
+        if self.parallel.fsdp:
+            return self.parallel.plain_model(self.raw_model, self.ema.shadow if self.ema else None)
         model = copy.deepcopy(self.raw_model)
         return self.ema.copy_to(model) if self.ema else model
 

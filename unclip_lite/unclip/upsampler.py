@@ -47,6 +47,7 @@ class UpsamplerConfig:
     # draw is the edges the interpolation blurred, and at t = T the model starts from up(low_res)
     # rather than from grey; a tiny model on a CPU budget learns that far sooner (the paper: False)
     residual: bool = False
+    dropout: float = 0.0  # in the ResBlocks (Table 3: 0.1 for 64 -> 256, none for 256 -> 1024)
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -75,7 +76,7 @@ class UpsamplerConfig:
         return UNetConfig(in_channels=6, out_channels=3, model_channels=self.model_channels,
                           channel_mult=self.channel_mult, num_res_blocks=self.num_res_blocks,
                           attention_resolutions=(), middle_attention=False, resblock_updown=self.resblock_updown,
-                          image_size=self.image_size)
+                          image_size=self.image_size, dropout=self.dropout)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,7 +89,7 @@ class UpsamplerConfig:
 def paper_upsampler_configs() -> dict[str, UpsamplerConfig]:
     """unCLIP's two upsamplers as Table 3 gives them (channels / depth / multipliers, BigGAN
     up/down blocks as in ADM): 64 → 256 (700M) and 256 → 1024 (300M). Build on the meta device."""
-    return {"64->256": UpsamplerConfig(64, 256, 320, (1, 2, 3, 4), 3, True, "blur"),
+    return {"64->256": UpsamplerConfig(64, 256, 320, (1, 2, 3, 4), 3, True, "blur", dropout=0.1),
             "256->1024": UpsamplerConfig(256, 1024, 192, (1, 1, 2, 2, 4, 4), 2, True, "bsr")}
 
 

@@ -84,27 +84,35 @@ RECIPES = {
 }
 
 
+def corrupted_crops(config: UpsamplerConfig, images: torch.Tensor, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(high [B, 3, c, c], low [B, 3, c/f, c/f])`` in [-1, 1] from ``images`` [B, 3, S, S] in [0, 1]:
+    each image corrupted whole at the low resolution by the stage's degradation (BSR: an order and
+    strengths of its own per image), then one random crop of ``config.crop_size`` whose corner sits
+    on the low-res grid, so the low-res crop covers exactly the high-res one."""
+    degrade, f, crop = DEGRADATIONS[config.degradation], config.scale, config.crop_size
+    if config.degradation == "bsr":
+        low = torch.cat([degrade(image[None], config.low_res_size, generator, p=config.bsr_p) for image in images])
+    else:
+        low = degrade(images, config.low_res_size, generator)  # [B, 3, s, s]
+    cells = (config.image_size - crop) // f + 1  # crop corners on the low-res grid
+    ys, xs = (torch.randint(cells, (len(images),), generator=generator) for _ in range(2))
+    highs = torch.stack([im[:, y * f:y * f + crop, x * f:x * f + crop] for im, y, x in zip(images, ys, xs)])
+    lows = torch.stack([lo[:, y:y + crop // f, x:x + crop // f] for lo, y, x in zip(low, ys, xs)])
+    return highs * 2 - 1, lows * 2 - 1
+
+
 def upsampler_batches(config: UpsamplerConfig, batch_size: int, two_object_fraction: float = 0.25, seed: int = 0):
     """``batches(index, rank, world) -> (x0 crop [B, 3, c, c], None, low-res crop [B, 3, c/f, c/f])``
-    in [-1, 1] (``None``: no caption): each render degraded whole at low resolution, then cropped.
-    A pure function of the index (a resumed run sees the same batches)."""
+    in [-1, 1] (``None``: no caption): each render degraded whole at low resolution, then cropped
+    (:func:`corrupted_crops`). A pure function of the index (a resumed run sees the same batches)."""
     stream = shapes.ShapesStream(batch_size, config.image_size, seed=seed, two_object_fraction=two_object_fraction)
-    degrade = DEGRADATIONS[config.degradation]
-    f, crop = config.scale, config.crop_size
 
     def batches(index: int, rank: int = 0, world: int = 1):
         images, _, _ = stream.batch(index)  # [B, 3, S, S] in [0, 1]
-        gen = torch.Generator().manual_seed(seed * 7919 + index)
-        if config.degradation == "bsr":  # an order and strengths of its own for every image
-            low = torch.cat([degrade(image[None], config.low_res_size, gen, p=config.bsr_p) for image in images])
-        else:
-            low = degrade(images, config.low_res_size, gen)  # [B, 3, s, s]
-        cells = (config.image_size - crop) // f + 1  # crop corners on the low-res grid
-        ys, xs = (torch.randint(cells, (len(images),), generator=gen) for _ in range(2))
-        highs = torch.stack([im[:, y * f:y * f + crop, x * f:x * f + crop] for im, y, x in zip(images, ys, xs)])
-        lows = torch.stack([lo[:, y:y + crop // f, x:x + crop // f] for lo, y, x in zip(low, ys, xs)])
+        highs, lows = corrupted_crops(config, images, torch.Generator().manual_seed(seed * 7919 + index))
         mine = slice(rank * len(images) // world, (rank + 1) * len(images) // world)
-        highs, lows = (highs * 2 - 1)[mine], (lows * 2 - 1)[mine]
+        highs, lows = highs[mine], lows[mine]
         return diffusion_target(config, highs, lows), None, lows
 
     return batches
