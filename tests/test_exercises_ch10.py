@@ -27,7 +27,7 @@ def test_rank_samples_is_the_streams_order():
     for world_size, batch_size in ((1, 4), (2, 3), (3, 5)):
         for rank in range(world_size):
             order = EpochOrder(sizes, batch_size, rank, world_size, seed=3)
-            units, _ = order._epoch(0)  # this epoch's shard permutation, the same on every rank
+            units = order.epoch_units(0)  # this epoch's shard permutation, the same on every rank
             for index in range(order.batches_per_epoch):
                 ours = ch10.rank_samples(torch.as_tensor(sizes[units]), batch_size, rank, world_size, index)
                 theirs = [(ref.unit, ref.offset) for ref in order.locate(index)]

@@ -46,6 +46,8 @@ CHAPTERS = [
      "unCLIP's second half: a GLIDE that draws from a CLIP image embedding, then the upsampling cascade."),
     ("09_manipulations", "Playing in CLIP space",
      "Variations, interpolations and text diffs through the decoder, and where unCLIP fails."),
+    ("10_scaling", "Scaling up",
+     "The papers' models on GPUs: memory and FLOPs planned, bf16, activation checkpointing, FSDP, sharded data."),
 ]
 
 
@@ -330,6 +332,34 @@ def fig_09():
                  "slerp between two images' (z_i, x_T), decoded by decoder-shapes-tiny")
 
 
+def fig_10():
+    import matplotlib.pyplot as plt
+
+    from unclip_lite.planner import GIB, TABLE_LABELS, plan
+
+    parts = ("weights", "gradients", "optimizer", "fsdp_buffers", "activations")
+    plans = [(label, plan(kind, config, 16 * 8, 8, "bf16", fsdp=True, checkpointing=True, gpu_memory_gb=80.0))
+             for (kind, config), label in TABLE_LABELS.items()]
+    fig, ax = plt.subplots(figsize=(4.8, 2.9))
+    for i, (label, p) in enumerate(plans):
+        left = 0.0
+        for j, part in enumerate(parts):
+            gib = getattr(p, part) / GIB
+            ax.barh(i, gib, left=left, color=f"C{j}", label=part.replace("_", " ") if i == 0 else None)
+            left += gib
+        ax.text(left + 0.3, i, f"{p.parameters / 1e9:.2f}B", va="center", fontsize=7)
+    ax.set_yticks(range(len(plans)), [label for label, _ in plans], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("GiB per GPU", fontsize=7)
+    ax.set_xlim(0, 1.3 * max(p.total for _, p in plans) / GIB)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=6, loc="center right", frameon=False)
+    ax.set_title("the papers' models planned on the meta device:\nFSDP on 8 GPUs, bf16, checkpointing, 16 per GPU",
+                 fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def draw(only: list[str]) -> None:
     import matplotlib
     import torch
@@ -341,7 +371,7 @@ def draw(only: list[str]) -> None:
         if only and stem[:2] not in only:
             continue
         torch.manual_seed(0)
-        with torch.enable_grad() if stem.startswith("03") else torch.no_grad():  # CLIPDraw needs gradients
+        with torch.enable_grad() if stem[:2] in ("03", "10") else torch.no_grad():  # CLIPDraw and the planner need gradients
             _save(globals()[f"fig_{stem[:2]}"](), stem)
 
 

@@ -256,6 +256,10 @@ class EpochOrder:
                 self._epochs.popitem(last=False)
         return self._epochs[epoch]
 
+    def epoch_units(self, epoch: int) -> np.ndarray:
+        """The shards (or rows) in epoch ``epoch``'s order: one permutation, the same on every rank."""
+        return self._epoch(epoch)[0]
+
     def _shuffled(self, q: np.ndarray, epoch: int) -> np.ndarray:
         """Positions permuted inside their block of ``shuffle_buffer`` (seeded per rank and epoch)."""
         size, used = self.shuffle_buffer, self.batches_per_epoch * self.batch_size
