@@ -293,8 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="shapes.png")
     p.set_defaults(func=cmd_shapes)
     p = sub.add_parser("train", help=cmd_train.__doc__)
-    p.add_argument("model", help="model kind: clip, glide, classifier or judge")
-    p.add_argument("--config", required=True, help="recipe name, e.g. shapes-tiny or emoji-tiny")
+    p.add_argument("model", help="a model kind with training recipes: clip, glide, classifier, judge, decoder, "
+                                  "prior, ar-prior, upsampler, vqgan (an unknown kind lists them all)")
+    p.add_argument("--config", required=True, help="recipe name, e.g. shapes-tiny, emoji-tiny, ViT-B-32, base-64, paper "
+                                                   "(an unknown name lists the kind's recipes)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set lr=3e-4 --set data.batch_size=64 (repeatable)")
     p.add_argument("--steps", type=int, help="override the recipe's number of steps (= --set train.steps=N)")
