@@ -135,6 +135,27 @@ def test_training_batches_pair_each_image_with_its_own_clip_embedding():
     assert torch.equal(x0, x0_again) and torch.equal(z, z_again)
 
 
+def test_a_decoder_trained_on_text_embeddings_reads_each_captions_clip_text_embedding():
+    from unclip_lite.data import shapes
+
+    recipe = DecoderRecipe(embedding="text")
+    recipe.data.batch_size = 6
+    clip = load_clip(recipe.clip)
+    bundle = new_decoder(recipe, clip)
+    x0, tokens, z = decoder_batches(bundle, clip, recipe.data, recipe.embedding)(3)
+    stream = shapes.ShapesStream(6, bundle.image_size, seed=recipe.data.seed,
+                                 two_object_fraction=recipe.data.two_object_fraction,
+                                 detailed_fraction=recipe.data.detailed_fraction)
+    images, texts, _ = stream.batch(3)
+    assert torch.equal(x0, images * 2 - 1)
+    kept = z.abs().sum(1) > 0
+    assert kept.any()
+    torch.testing.assert_close(z[kept], clip.encode_texts([t for t, k in zip(texts, kept) if k]))
+    assert not torch.allclose(z[kept], clip.encode_images(images[kept]), atol=1e-2)  # not the image embedding
+    with pytest.raises(ValueError, match="embedding must be one of image, text"):
+        decoder_batches(bundle, clip, recipe.data, "caption")
+
+
 def test_the_papers_decoder_counts_3_5_billion_on_the_meta_device():
     from unclip_lite.unet import count_parameters
 

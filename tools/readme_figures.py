@@ -54,6 +54,17 @@ CHAPTERS = [
 # ----------------------------------------------------------------------------- the table
 
 
+def _other_machine(record: dict, other: dict) -> str:
+    """One sentence comparing another machine's build with this one, over the chapters both timed."""
+    both = sorted(set(record.get("chapters", {})) & set(other.get("chapters", {})))
+    if not both:
+        return ""
+    took = lambda r: round(sum(r["chapters"][c] for c in both))  # noqa: E731
+    span = f"chapters {both[0][:2]}–{both[-1][:2]}"
+    return (f" On {other.get('hardware', 'another CPU')} {span} took {took(other) // 60} min {took(other) % 60:02d} s, "
+            f"against {took(record) // 60} min {took(record) % 60:02d} s here.")
+
+
 def _runtime(stem: str, record: dict | None) -> str | None:
     seconds = (record or {}).get("chapters", {}).get(stem)
     if seconds is None:
@@ -81,10 +92,7 @@ def chapters_table() -> str:
     if timed:
         rows.append(f"Run times: the `quick` profile in the book build of {record.get('date', '?')}, "
                     f"on {record.get('hardware', 'a CPU')}."
-                    + "".join(f" On {other.get('hardware', 'another CPU')} the chapters took "
-                              f"{round(other['total']) // 60} min {round(other['total']) % 60:02d} s in all, against "
-                              f"{round(record['total']) // 60} min {round(record['total']) % 60:02d} s here."
-                              for other in record.get("also_measured", []) if "total" in other and "total" in record))
+                    + "".join(_other_machine(record, other) for other in record.get("also_measured", [])))
     else:
         rows.append("Each chapter's opening cell prints its run time under the `quick` profile.")
     rows += ["", END]

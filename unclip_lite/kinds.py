@@ -252,6 +252,9 @@ register(ModelKind(
     "decoder", DecoderBundle, "unCLIP's decoder: a GLIDE that also reads a CLIP image embedding",
     recipes={"shapes-tiny": RecipeEntry(decoder_recipes.DecoderRecipe, decoder_recipes.train_decoder,
                                         decoder_recipes.decoder_quick_metrics),
+             # issue 11's experiment: the same fine-tune with CLIP's text embedding z_t in place of z_i
+             "shapes-tiny-text": RecipeEntry(lambda: decoder_recipes.DecoderRecipe(embedding="text"),
+                                             decoder_recipes.train_decoder, decoder_recipes.decoder_quick_metrics),
              **{name: RecipeEntry(make, unclip_data_recipes.train_data_decoder)  # real data (--data, --clip)
                 for name, make in unclip_data_recipes.DECODER_DATA_RECIPES.items()}},
     evaluate=lambda bundle, options: decoder_recipes.evaluate_decoder(

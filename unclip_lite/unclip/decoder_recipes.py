@@ -38,6 +38,10 @@ from unclip_lite.unclip.decoder import Decoder, DecoderBundle, DecoderConfig
 class DecoderRecipe:
     init_from: str = "glide-shapes-tiny"  # the GLIDE it starts as
     clip: str = "clip-shapes-tiny-pairs"  # the CLIP whose image embeddings it reads (the priors' CLIP)
+    # "image": z_i of each training image (unCLIP's decoder); "text": the CLIP text embedding z_t of
+    # each caption instead, so the model is a GLIDE that also reads CLIP's text tower (issue 11's lead:
+    # the image-trained decoder, given z_t, placed objects where GLIDE's own text encoder could not)
+    embedding: str = "image"
     clip_tokens: int = 4
     p_drop_image: float = 0.1
     p_drop_text: float = 0.5
@@ -60,10 +64,15 @@ class DecoderRecipe:
     eval_every: int | None = 250  # judge the EMA decoder every N steps, z_i of renders (the curve)
 
 
-def decoder_batches(bundle: DecoderBundle, clip: CLIPBundle, data: GlideData):
+EMBEDDINGS = ("image", "text")
+
+
+def decoder_batches(bundle: DecoderBundle, clip: CLIPBundle, data: GlideData, embedding: str = "image"):
     """``batches(index, rank, world) -> (x0 [B, 3, R, R] in [-1, 1], tokens [B, L], z_i [B, E])``:
     fresh Shapes scenes, each image's own CLIP embedding, captions and embeddings dropped
     independently (§2.1). A pure function of the index, so a resumed run sees the same batches."""
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {embedding!r}")
     stream = shapes.ShapesStream(data.batch_size, bundle.image_size, seed=data.seed,
                                  two_object_fraction=data.two_object_fraction, detailed_fraction=data.detailed_fraction)
 
@@ -72,7 +81,8 @@ def decoder_batches(bundle: DecoderBundle, clip: CLIPBundle, data: GlideData):
         gen = torch.Generator().manual_seed(data.seed * 7919 + index)
         seen = images if clip.image_size == bundle.image_size else F.interpolate(
             images, size=clip.image_size, mode="bilinear", antialias=True, align_corners=False)
-        tokens, z_i = bundle.model.drop_conditioning(bundle.tokenize(texts), clip.encode_images(seen), gen)
+        z = clip.encode_images(seen) if embedding == "image" else clip.encode_texts(texts)  # [B, E]
+        tokens, z_i = bundle.model.drop_conditioning(bundle.tokenize(texts), z, gen)
         mine = slice(rank * len(texts) // world, (rank + 1) * len(texts) // world)
         return (images * 2 - 1)[mine], tokens[mine], z_i[mine]
 
@@ -103,13 +113,15 @@ def train_decoder(recipe: DecoderRecipe | None = None, out_dir: str | Path | Non
         judge = load_judge()
 
         def evaluate(raw_model, step):
-            view = DecoderView(replace(bundle, model=trainer.averaged_model().eval()), render_embeddings(clip))
+            source = render_embeddings(clip) if recipe.embedding == "image" else text_embeddings(clip)
+            view = DecoderView(replace(bundle, model=trainer.averaged_model().eval()), source)
             return {f"eval_{k}": round(v, 4) for k, v in judged(view, judge, attr_per_pair=1, pairs_n=30).items()}
 
     loss = diffusion_loss(bundle.diffusion, recipe.min_snr_gamma, recipe.snr_floor, recipe.max_loss_weight,
                           (recipe.high_noise_fraction, recipe.high_noise_from), third="image_embed")
     trainer = Trainer(bundle.model, loss,
-                      decoder_batches(bundle, clip, recipe.data), recipe.train, out_dir=out_dir, live_plot=live_plot,
+                      decoder_batches(bundle, clip, recipe.data, recipe.embedding), recipe.train, out_dir=out_dir,
+                      live_plot=live_plot,
                       evaluate=evaluate, eval_every=recipe.eval_every)
     if resume and out_dir:
         trainer.resume()
@@ -183,10 +195,13 @@ def judged(model, judge, attr_per_pair: int = 2, pairs_n: int = 60, guidance: fl
 
 
 def decoder_quick_metrics(bundle: DecoderBundle) -> dict:
-    """The training command's record: the decoder alone (z_i of renders), DDIM-20, guidance 3."""
+    """The training command's record: the decoder alone (z_i of renders, or z_t of the prompt for a
+    decoder trained on text embeddings), DDIM-20, guidance 3."""
     clip = load_clip(bundle.clip_name)
     bundle.check_clip(clip)
-    return judged(DecoderView(bundle, render_embeddings(clip)), load_judge(), attr_per_pair=1, pairs_n=30)
+    text = bundle.extra.get("recipe", {}).get("embedding") == "text"
+    source = text_embeddings(clip) if text else render_embeddings(clip)
+    return judged(DecoderView(bundle, source), load_judge(), attr_per_pair=1, pairs_n=30)
 
 
 @torch.no_grad()
