@@ -10,7 +10,7 @@ from unclip_lite.diffusion.config import DiffusionConfig
 from unclip_lite.glide.recipes import warm_start
 from unclip_lite.glide.text2im import Text2ImConfig, get_text2im_config
 from unclip_lite.kinds import load_bundle
-from unclip_lite.unclip.decoder import Decoder, DecoderBundle, DecoderConfig, paper_decoder_config
+from unclip_lite.unclip.decoder import Decoder, DecoderBundle, DecoderConfig, load_decoder, paper_decoder_config
 from unclip_lite.unclip.decoder_recipes import DecoderRecipe, decoder_batches, new_decoder
 from unclip_lite.unet_attention import gated_attention
 
@@ -154,6 +154,15 @@ def test_a_decoder_trained_on_text_embeddings_reads_each_captions_clip_text_embe
     assert not torch.allclose(z[kept], clip.encode_images(images[kept]), atol=1e-2)  # not the image embedding
     with pytest.raises(ValueError, match="embedding must be one of image, text"):
         decoder_batches(bundle, clip, recipe.data, "caption")
+
+
+def test_a_decoder_recipe_can_continue_from_a_trained_decoder():
+    recipe = DecoderRecipe(embedding="text", init_decoder="decoder-shapes-tiny")
+    clip = load_clip(recipe.clip)
+    bundle = new_decoder(recipe, clip)
+    shipped = load_decoder("decoder-shapes-tiny")
+    for name, value in shipped.model.state_dict().items():
+        assert torch.equal(bundle.model.state_dict()[name], value), name
 
 
 def test_the_papers_decoder_counts_3_5_billion_on_the_meta_device():

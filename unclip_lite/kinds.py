@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -255,6 +255,12 @@ register(ModelKind(
              # issue 11's experiment: the same fine-tune with CLIP's text embedding z_t in place of z_i
              "shapes-tiny-text": RecipeEntry(lambda: decoder_recipes.DecoderRecipe(embedding="text"),
                                              decoder_recipes.train_decoder, decoder_recipes.decoder_quick_metrics),
+             # ... and continued from the shipped decoder (trained on z_i), on z_t alone
+             "shapes-tiny-text-from-decoder": RecipeEntry(
+                 lambda: decoder_recipes.DecoderRecipe(embedding="text", init_decoder="decoder-shapes-tiny",
+                                                       train=replace(decoder_recipes.DecoderRecipe().train, steps=500,
+                                                                     lr=1e-4)),
+                 decoder_recipes.train_decoder, decoder_recipes.decoder_quick_metrics),
              **{name: RecipeEntry(make, unclip_data_recipes.train_data_decoder)  # real data (--data, --clip)
                 for name, make in unclip_data_recipes.DECODER_DATA_RECIPES.items()}},
     evaluate=lambda bundle, options: decoder_recipes.evaluate_decoder(

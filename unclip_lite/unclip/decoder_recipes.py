@@ -31,7 +31,7 @@ from unclip_lite.glide.recipes import GlideData, diffusion_loss, warm_start
 from unclip_lite.judge import load_judge
 from unclip_lite.train import TrainConfig, Trainer
 from unclip_lite.unclip.bundle import PriorBundle
-from unclip_lite.unclip.decoder import Decoder, DecoderBundle, DecoderConfig
+from unclip_lite.unclip.decoder import Decoder, DecoderBundle, DecoderConfig, load_decoder
 
 
 @dataclass
@@ -42,6 +42,8 @@ class DecoderRecipe:
     # each caption instead, so the model is a GLIDE that also reads CLIP's text tower (issue 11's lead:
     # the image-trained decoder, given z_t, placed objects where GLIDE's own text encoder could not)
     embedding: str = "image"
+    # a trained decoder to continue from instead (its GLIDE start and its CLIP must match this recipe's)
+    init_decoder: str | None = None
     clip_tokens: int = 4
     p_drop_image: float = 0.1
     p_drop_text: float = 0.5
@@ -98,6 +100,10 @@ def new_decoder(recipe: DecoderRecipe, clip: CLIPBundle) -> DecoderBundle:
     torch.manual_seed(recipe.train.seed)
     model = Decoder(config)
     warm_start(model, glide.model.state_dict(), gated=("image_to_tokens.",))
+    if recipe.init_decoder:
+        trained = load_decoder(recipe.init_decoder)
+        trained.check_clip(clip)
+        model.load_state_dict(trained.model.state_dict())  # same GLIDE, same CLIP: the same layout
     return DecoderBundle(model, glide.vocab, glide.diffusion_config, clip_name=recipe.clip,
                          clip_sha256=clip.manifest["sha256"])
 
