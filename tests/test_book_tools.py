@@ -358,3 +358,21 @@ def test_book_config_loads_only_the_vendored_scripts():
     # the shim before the embed manager; require.js, then its config, then the embed manager
     assert names.index("mathjax-hub-shim.js") < names.index("embed-amd.js")
     assert names.index("require.js") < names.index("widgets-require-config.js") < names.index("embed-amd.js")
+
+
+def test_a_build_on_another_cpu_keeps_the_first_machines_times(tmp_path):
+    """CPUs differ several-fold (native bf16 or not): re-recording on one machine keeps the other's record."""
+    root = _book(tmp_path, ["00_worlds_and_tokens", "01_clip"])
+    doctrees = root / "_build" / ".doctrees"
+    doctrees.mkdir(parents=True)
+    (doctrees / "environment.pickle").write_bytes(pickle.dumps(SimpleNamespace(nb_metadata=NB_METADATA)))
+    out = tmp_path / "runtimes.json"
+    assert rr.main(["--root", str(root), "--output", str(out), "--hardware", "machine A"]) == 0
+    assert "also_measured" not in json.loads(out.read_text())
+    assert rr.main(["--root", str(root), "--output", str(out), "--hardware", "machine B"]) == 0
+    record = json.loads(out.read_text())
+    assert record["hardware"] == "machine B"
+    assert [o["hardware"] for o in record["also_measured"]] == ["machine A"]
+    assert record["also_measured"][0]["chapters"] == record["chapters"]
+    assert rr.main(["--root", str(root), "--output", str(out), "--hardware", "machine B"]) == 0
+    assert [o["hardware"] for o in json.loads(out.read_text())["also_measured"]] == ["machine A"]  # not doubled

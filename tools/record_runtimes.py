@@ -161,6 +161,19 @@ def expected_chapters(root: Path) -> list[str]:
     return sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
 
 
+def kept_other_machines(output, hardware: str) -> list[dict]:
+    """The other machines' records already in the manifest (and the old record itself when it came from
+    another machine): CPUs differ several-fold here, so a build on one must not erase the other's times."""
+    try:
+        old = json.loads(Path(output).read_text())
+    except (OSError, ValueError, TypeError):
+        return []
+    others = [o for o in old.get("also_measured", []) if o.get("hardware") != hardware]
+    if old.get("hardware") not in (None, hardware) and "chapters" in old:
+        others.insert(0, {k: v for k, v in old.items() if k not in ("also_measured", "build_seconds", "build_note")})
+    return others
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="the book's source folder (default: this repo)")
@@ -199,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.fromtimestamp(last_run) if last_run else datetime.now()
     record = manifest(chapters, date=when.date().isoformat(), hardware=args.hardware or this_hardware(),
                       profile=args.profile)
-    text = json.dumps(record, indent=2) + "\n"
+    record["also_measured"] = kept_other_machines(output, record["hardware"])
+    if not record["also_measured"]:
+        del record["also_measured"]
+    text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
     if to_stdout:
         sys.stdout.write(text)
     else:
