@@ -118,3 +118,51 @@ def test_the_record_of_issue_11s_attempts_is_complete_and_starts_from_the_shippe
         # (the decoder's warm start is exact); the last one continues the shipped decoder instead
         if "from-decoder" not in attempt["command"]:
             assert curve[0] == attempts[0]["curve"][0]
+
+
+def test_a_position_gain_scales_the_stored_map_keeps_step_zero_and_makes_adam_move_the_map_faster():
+    torch.manual_seed(0)
+    plain = AttentionBlock(16, 2, num_groups=4, positions=True).eval()
+    fast = AttentionBlock(16, 2, num_groups=4, positions=True, position_gain=10.0).eval()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(fast(x), plain(x))  # both maps at zero: the same function
+        for block in (plain, fast):
+            block.proj_out.weight.normal_(std=0.2)
+        fast.proj_out.load_state_dict(plain.proj_out.state_dict())
+        fast.position.weight.normal_(std=0.05)
+        plain.position.weight.copy_(10.0 * fast.position.weight)  # what the gain means: stored / 10
+        assert torch.allclose(fast(x), plain(x), atol=1e-4)
+        assert not torch.allclose(fast(x), fast.proj_out.weight.new_zeros(1) + x, atol=1e-3)  # the map acts
+        plain.position.weight.zero_(); fast.position.weight.zero_()
+    moved = {}
+    for name, block in (("plain", plain), ("fast", fast)):
+        opt = torch.optim.Adam([block.position.weight], lr=1e-3)
+        block.train()
+        for _ in range(5):
+            opt.zero_grad()
+            block(x).square().mean().backward()
+            opt.step()
+        moved[name] = (block.position_gain * block.position.weight).norm().item()  # the map in effect
+    assert moved["fast"] > 5 * moved["plain"] > 0
+    with pytest.raises(ValueError, match="position_gain"):
+        AttentionBlock(16, 2, num_groups=4, positions=True, position_gain=0.0)
+
+
+def test_the_gain_preset_warm_starts_exactly_from_a_model_without_maps():
+    from unclip_lite.glide.text2im import get_text2im_config
+    assert get_text2im_config("shapes-tiny-positions-x10").unet.attention_position_gain == 10.0
+    assert RECIPES["shapes-tiny-positions-x10"]().model == "shapes-tiny-positions-x10"
+    base = tiny_bundle()
+    cfg = Text2ImConfig.from_dict(base.model.config.to_dict())
+    cfg.unet.attention_positions, cfg.unet.attention_position_gain = True, 10.0
+    grown = GlideBundle(Text2Im(cfg).eval(), base.vocab, base.diffusion_config)
+    warm_start(grown.model, base.model.state_dict())
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 15])
+    tokens = base.tokenize(["a red star in the top left", "a blue circle"])
+    with torch.no_grad():
+        assert torch.equal(grown.model(x, t, tokens), base.model(x, t, tokens))
+    with pytest.raises(ValueError, match="attention_position_gain"):
+        cfg.unet.attention_position_gain = -1.0
+        cfg.unet.__post_init__()

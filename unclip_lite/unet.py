@@ -56,6 +56,11 @@ class UNetConfig:
     # convolutions are translation-equivariant, so without it a pixel knows where it is only from
     # the zero padding at the borders, and "in the top left" has nothing to attend *from*
     attention_positions: bool = False
+    # the maps are stored divided by this gain (and multiplied back in forward): Adam moves a
+    # weight by about its learning rate per step, so a gain of G lets a map that starts at zero
+    # grow G times faster, while step 0 is unchanged (issue 11: the maps' x columns stayed at
+    # noise level while the y columns grew, and left/right was never learned)
+    attention_position_gain: float = 1.0
     # unCLIP's decoder: the first N context tokens (its CLIP image tokens) are gated in every
     # attention layer, so a decoder warm-started from a GLIDE starts as that GLIDE (unet_attention)
     gated_context_tokens: int = 0
@@ -72,6 +77,8 @@ class UNetConfig:
         for name in ("encoder_channels", "cond_dim", "num_head_channels"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"UNetConfig.{name} must be None or >= 1, got {getattr(self, name)}")
+        if self.attention_position_gain <= 0:
+            raise ValueError(f"attention_position_gain must be > 0, got {self.attention_position_gain}")
         if self.gated_context_tokens < 0 or (self.gated_context_tokens and self.encoder_channels is None):
             raise ValueError(f"gated_context_tokens must be 0, or >= 1 with encoder_channels set, "
                              f"got {self.gated_context_tokens}")
@@ -241,7 +248,8 @@ class UNet(nn.Module):
 
         def attn(ch):
             return AttentionBlock(ch, cfg.heads_for(ch), cfg.encoder_channels, groups,
-                                  positions=cfg.attention_positions, gated_tokens=cfg.gated_context_tokens)
+                                  positions=cfg.attention_positions, gated_tokens=cfg.gated_context_tokens,
+                                  position_gain=cfg.attention_position_gain)
 
         ch, res_px = mc, cfg.image_size
         self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])

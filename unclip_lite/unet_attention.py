@@ -81,8 +81,11 @@ class AttentionBlock(CheckpointableBlock):
     """
 
     def __init__(self, channels: int, heads: int, encoder_channels: int | None = None, num_groups: int = 32,
-                 positions: bool = False, gated_tokens: int = 0):
+                 positions: bool = False, gated_tokens: int = 0, position_gain: float = 1.0):
         super().__init__()
+        if position_gain <= 0:
+            raise ValueError(f"position_gain must be > 0, got {position_gain}")
+        self.position_gain = position_gain
         self.heads = heads
         self.norm = group_norm(channels, num_groups)
         # Fourier features of each pixel's (x, y) -> channels; zero at first, so a model
@@ -107,7 +110,7 @@ class AttentionBlock(CheckpointableBlock):
         B, C, H, W = x.shape
         h = rearrange(self.norm(x), "b c h w -> b (h w) c")  # [B, HW, C]
         if self.position is not None:
-            h = h + self.position(pixel_coordinates(H, W, h))  # [B, HW, C]: each pixel now says where it is
+            h = h + self.position_gain * self.position(pixel_coordinates(H, W, h))  # [B, HW, C]: where each pixel is
         q, k, v = rearrange(self.qkv(h), "b n (three nh d) -> three b nh n d", three=3, nh=self.heads)
         mask = None
         if context is not None and self.encoder_kv is not None:

@@ -102,10 +102,21 @@ def _caption_positions_recipe() -> GlideRecipe:
     return recipe
 
 
+def _caption_positions_gain_recipe() -> GlideRecipe:
+    # Issue 11, attempt 10: in the last runs the maps' y columns grew and their x columns stayed
+    # at the size of Adam's random walk, while the text encoder never carried "left" vs "right"
+    # past its own slot: each side waits for the other (a saddle). Maps that move 10x faster
+    # (stored /10, step 0 unchanged) give the x side a head start.
+    recipe = _caption_positions_recipe()
+    recipe.model = "shapes-tiny-positions-x10"
+    return recipe
+
+
 RECIPES = {
     "shapes-tiny": GlideRecipe,
     "shapes-tiny-caption": _caption_recipe,  # fine-tunes glide-shapes-tiny to follow the whole caption
     "shapes-tiny-positions": _caption_positions_recipe,  # ... with position embeddings in its attention
+    "shapes-tiny-positions-x10": _caption_positions_gain_recipe,  # ... whose position maps learn 10x faster
     # GLIDE §3.3 and §4 on Shapes: the same loop, models reading 4 / 3 extra channels
     "shapes-tiny-inpaint": _inpaint_recipe,
     "shapes-tiny-upsample": _upsample_recipe,
