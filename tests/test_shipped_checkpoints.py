@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # every test here reads the shipped checkpoints; 
 EXPECTED = ["clip-emoji-tiny", "clip-shapes-tiny", "glide-shapes-tiny", "judge-shapes", "clip-noised-shapes-tiny",
             "classifier-noised-shapes-tiny", "glide-inpaint-shapes-tiny", "glide-upsample-shapes-tiny",
             "clip-shapes-tiny-pairs", "prior-shapes-tiny", "ar-prior-shapes-tiny", "decoder-shapes-tiny",
-            "upsampler-shapes-64", "upsampler-shapes-128", "vqgan-shapes-tiny"]
+            "upsampler-shapes-64", "upsampler-shapes-128", "vqgan-shapes-tiny", "glide-shapes-tiny-positions"]
 
 
 def test_expected_checkpoints_are_shipped_with_manifests():
@@ -80,6 +80,37 @@ def test_glide_shapes_tiny_meets_its_bars():
     images = glide.sample(prompts, m["best_guidance"], "ddim", 25, seed=123)
     live = judge_single(load_judge(), images, colour, shape, heldout)
     assert live["all_colour"] >= 0.9 and live["all_shape"] >= 0.8, live  # 40 samples, 25 steps
+
+
+def test_glide_shapes_tiny_positions_follows_the_whole_caption():
+    """Issue 11's bars, on ``unclip-lite eval glide-shapes-tiny-positions --record``: prompts naming
+    size and position for every colour × shape pair (held-out pairs apart), and the guidance and
+    DDIM-vs-DDPM checks of the GLIDE issue, which must still hold; plus a live look at position."""
+    import torch
+
+    from unclip_lite.glide.bundle import load_glide
+    from unclip_lite.judge import judge_scenes, load_judge
+
+    manifest = read_manifest("glide-shapes-tiny-positions")
+    m = manifest["metrics"]
+    assert manifest["eval_command"].startswith("unclip-lite eval glide-shapes-tiny-positions")
+    assert manifest["config"]["extra"]["recipe"]["init_from"] == "glide-shapes-tiny"
+    assert m["per_pair"] >= 4 and m["steps"] == 50
+    assert m["attr_all_position"] >= 0.80, m
+    assert m["attr_all_size"] >= 0.95 and m["attr_all_colour"] >= 0.95 and m["attr_all_shape"] >= 0.90, m
+    for split in ("seen", "heldout"):  # the held-out pairs are reported apart
+        assert 0.0 <= m[f"attr_{split}_position"] <= 1.0
+    assert m["best_all_colour"] >= 0.95 and m["best_all_shape"] >= 0.90, m
+    assert abs(m["ddim_minus_ddpm_joint"]) <= 0.03, m
+    assert 0.0 <= m["pairs_binding"] <= m["pairs_objects"] <= 1.0
+
+    glide = load_glide("glide-shapes-tiny-positions")
+    assert glide.model.config.unet.attention_position_gain == 10.0
+    places = ["top left", "top right", "bottom left", "bottom right"]
+    images = glide.sample([f"a large blue circle in the {p}" for p in places] * 2, 3.0, "ddim", 25, seed=7)
+    read = judge_scenes(load_judge(), images)["position"]
+    wanted = torch.tensor([1, 2, 3, 4] * 2)  # POSITION_NAMES: center, top left, top right, ...
+    assert (read == wanted).float().mean() >= 0.5, read  # 8 samples; chance is 0.2
 
 
 @pytest.mark.parametrize("name, kind", [("clip-noised-shapes-tiny", "clip"),
