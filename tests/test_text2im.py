@@ -200,7 +200,8 @@ def test_config_validation_and_roundtrip():
         Text2ImConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     assert set(TEXT2IM_CONFIGS) == {"shapes-tiny", "glide-base-released", "glide-base-paper", "shapes-tiny-inpaint",
                                     "glide-inpaint-released", "shapes-tiny-upsample", "glide-upsample-released",
-                                    "glide-upsample-paper", "shapes-tiny-positions"}
+                                    "glide-upsample-paper", "shapes-tiny-positions",
+                                    "shapes-tiny-positions-x10"}
     for name, channels in (("shapes-tiny-inpaint", 7), ("glide-inpaint-released", 7),
                            ("shapes-tiny-upsample", 6), ("glide-upsample-released", 6)):
         assert TEXT2IM_CONFIGS[name].unet.in_channels == channels and TEXT2IM_CONFIGS[name].unet.out_channels == 3
