@@ -103,10 +103,11 @@ def _caption_positions_recipe() -> GlideRecipe:
 
 
 def _caption_positions_gain_recipe() -> GlideRecipe:
-    # Issue 11, attempt 10: in the last runs the maps' y columns grew and their x columns stayed
+    # Issue 11, attempt 11: in the last runs the maps' y columns grew and their x columns stayed
     # at the size of Adam's random walk, while the text encoder never carried "left" vs "right"
     # past its own slot: each side waits for the other (a saddle). Maps that move 10x faster
-    # (stored /10, step 0 unchanged) give the x side a head start.
+    # (stored /10, step 0 unchanged; the trick of unet_attention.GATE_GAIN) give the x side a head start;
+    # position 1.00 after 3,000 steps (data/experiments/glide-position-attempts.json).
     recipe = _caption_positions_recipe()
     recipe.model = "shapes-tiny-positions-x10"
     return recipe
