@@ -52,13 +52,18 @@ def _book(tmp_path: Path, chapters: list[str]) -> Path:
     return tmp_path
 
 
-def test_manifest_from_environment_pickle_matches_chapter_runtime(tmp_path, monkeypatch, capsys):
+def _built_book(tmp_path):
+    """A book of chapters 00 and 01 whose build left its environment pickle; and where to write the record."""
     root = _book(tmp_path, ["00_worlds_and_tokens", "01_clip"])
     doctrees = root / "_build" / ".doctrees"
     doctrees.mkdir(parents=True)
     # the real pickle holds a sphinx BuildEnvironment; the reader only needs its nb_metadata
     (doctrees / "environment.pickle").write_bytes(pickle.dumps(SimpleNamespace(nb_metadata=NB_METADATA)))
-    out = tmp_path / "runtimes.json"
+    return root, tmp_path / "runtimes.json"
+
+
+def test_manifest_from_environment_pickle_matches_chapter_runtime(tmp_path, monkeypatch, capsys):
+    root, out = _built_book(tmp_path)
     assert rr.main(["--root", str(root), "--output", str(out), "--hardware", "a 2-core AMD EPYC (AVX2, fp32)"]) == 0
     record = json.loads(out.read_text())
     assert record["chapters"] == {"00_worlds_and_tokens": 23.1, "01_clip": 19.0}
@@ -362,11 +367,7 @@ def test_book_config_loads_only_the_vendored_scripts():
 
 def test_a_build_on_another_cpu_keeps_the_first_machines_times(tmp_path):
     """CPUs differ several-fold (native bf16 or not): re-recording on one machine keeps the other's record."""
-    root = _book(tmp_path, ["00_worlds_and_tokens", "01_clip"])
-    doctrees = root / "_build" / ".doctrees"
-    doctrees.mkdir(parents=True)
-    (doctrees / "environment.pickle").write_bytes(pickle.dumps(SimpleNamespace(nb_metadata=NB_METADATA)))
-    out = tmp_path / "runtimes.json"
+    root, out = _built_book(tmp_path)
     assert rr.main(["--root", str(root), "--output", str(out), "--hardware", "machine A"]) == 0
     assert "also_measured" not in json.loads(out.read_text())
     assert rr.main(["--root", str(root), "--output", str(out), "--hardware", "machine B"]) == 0
