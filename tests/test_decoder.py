@@ -1,5 +1,7 @@
 """unCLIP's decoder (§2.1): gated image tokens, the exact warm start from a GLIDE, the dual
 dropout, guidance over (caption, z_i), checkpoints, and bad input."""
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -163,6 +165,10 @@ def test_a_decoder_recipe_can_continue_from_a_trained_decoder():
     shipped = load_decoder("decoder-shapes-tiny")
     for name, value in shipped.model.state_dict().items():
         assert torch.equal(bundle.model.state_dict()[name], value), name
+    # the shipped decoder grew from glide-shapes-tiny-positions: its weights fit glide-shapes-tiny's
+    # layout key for key, but not its config (the position maps' gain), so the recipe refuses them
+    with pytest.raises(ValueError, match="was not grown from 'glide-shapes-tiny'"):
+        new_decoder(replace(recipe, init_from="glide-shapes-tiny"), clip)
 
 
 def test_the_papers_decoder_counts_3_5_billion_on_the_meta_device():

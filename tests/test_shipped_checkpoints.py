@@ -263,13 +263,14 @@ def test_the_decoder_reads_z_i_and_is_recorded_beside_its_glide():
     for source in ("render", "prior", "text", "none", "render_only", "glide"):
         for key in ("all_colour_shape", "heldout_colour_shape", "all_size", "all_position", "pairs_binding"):
             assert 0.0 <= m[f"{source}_{key}"] <= 1.0, (source, key)
-    # Issue 13's bar, 0.95 with held-out pairs included, holds over all 40 pairs; on the held-out
-    # pairs alone the recorded run drew 15 of 16 (0.938): reported in the issue, not lowered there.
-    assert m["prior_all_colour_shape"] >= 0.95 and m["prior_heldout_colour_shape"] >= 0.9, m
+    # issue 13's bar, 0.95 with held-out pairs included, over all 40 pairs and the held-out ones alone
+    assert m["init_from"] == "glide-shapes-tiny-positions"
+    assert m["prior_all_colour_shape"] >= 0.95 and m["prior_heldout_colour_shape"] >= 0.95, m
     # the paper's Figure 8 order: the caption alone is worst, an embedding of the image best
     assert m["none_all_colour_shape"] < m["text_all_colour_shape"] <= m["prior_all_colour_shape"], m
-    # CLIP's embedding carries where the object is, and the decoder draws it there; its GLIDE cannot
-    assert m["prior_all_position"] > m["glide_all_position"] + 0.3, m
+    # CLIP's embedding carries where the object is, and the decoder draws it there from z_i alone
+    # (five positions: chance is 0.2)
+    assert m["render_only_all_position"] >= 0.9 and m["prior_all_position"] >= 0.9, m
     decoder = load_decoder("decoder-shapes-tiny")
     clip_bundle = load_clip_for(decoder)
     prompts, colour, shape, heldout = single_object_prompts(1)  # the 40 colour × shape pairs
@@ -332,6 +333,26 @@ def test_the_pipeline_names_the_shipped_parts_and_is_recorded():
             assert 0.0 <= row[key] <= 1.0, (model, key)
         assert row["position_entropy"] >= 0 and row["frechet_judge"] >= 0
     assert set(m["seconds_per_image"]) == {"prior", "decoder", "super_res_1", "super_res_2"}
+    # issue 13's bar: colour and shape right on >= 0.95 of single objects, held-out pairs included,
+    # beside the GLIDE that follows the whole caption
+    assert m["settings"]["glide"] == "glide-shapes-tiny-positions"
+    assert m["unclip"]["all_joint"] >= 0.95 and m["unclip"]["heldout_joint"] >= 0.95, m["unclip"]
+
+
+def test_chapter_09s_manipulations_are_recorded_with_the_shipped_decoder():
+    """``python -m unclip_lite.unclip.manipulate_eval --record`` stored every part chapter 09 reads,
+    each with the command that made it, in the decoder's manifest; the round trip is close and
+    variations at η = 0 keep what the source shows."""
+    from unclip_lite.unclip.manipulate_eval import PARTS
+
+    record = read_manifest("decoder-shapes-tiny")["manipulations"]
+    assert set(PARTS) <= set(record) and set(PARTS) <= set(record["commands"]), sorted(record)
+    assert all(c.startswith("python -m unclip_lite.unclip.manipulate_eval") for c in record["commands"].values())
+    assert record["settings"]["n"] == 100 and record["seconds"] > 0 and "CPU" in record["hardware"]
+    assert min(record["reconstruction"].values()) > 25, record["reconstruction"]  # dB, the η = 0 round trip
+    assert record["variations"]["0"]["kept"] >= 0.9, record["variations"]["0"]
+    for what in ("colour", "shape", "relation"):
+        assert 0.0 <= record["binding_retrieval"][f"swap_{what}"] <= 1.0
 
 
 def test_clipdraw_is_recorded_and_shows_the_adversarial_gap():

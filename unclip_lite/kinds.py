@@ -253,9 +253,11 @@ register(ModelKind(
     recipes={"shapes-tiny": RecipeEntry(decoder_recipes.DecoderRecipe, decoder_recipes.train_decoder,
                                         decoder_recipes.decoder_quick_metrics),
              # issue 11's experiment: the same fine-tune with CLIP's text embedding z_t in place of z_i
-             "shapes-tiny-text": RecipeEntry(lambda: decoder_recipes.DecoderRecipe(embedding="text"),
+             "shapes-tiny-text": RecipeEntry(lambda: decoder_recipes.DecoderRecipe(embedding="text",
+                                                                                   init_from="glide-shapes-tiny"),
                                              decoder_recipes.train_decoder, decoder_recipes.decoder_quick_metrics),
-             # ... and continued from the shipped decoder (trained on z_i), on z_t alone
+             # ... and continued from the shipped decoder (trained on z_i), on z_t alone (recorded from the
+             # decoder shipped before, grown from glide-shapes-tiny: commit 364dbaa)
              "shapes-tiny-text-from-decoder": RecipeEntry(
                  lambda: decoder_recipes.DecoderRecipe(embedding="text", init_decoder="decoder-shapes-tiny",
                                                        train=replace(decoder_recipes.DecoderRecipe().train, steps=500,

@@ -127,7 +127,7 @@ def matched(glide: dict, unclip: dict) -> dict:
 
 
 @torch.no_grad()
-def evaluate_unclip(bundle, glide: str = "glide-shapes-tiny", guidances=(1.0, 3.0, 5.0), per_pair: int = 2,
+def evaluate_unclip(bundle, glide: str = "glide-shapes-tiny-positions", guidances=(1.0, 3.0, 5.0), per_pair: int = 2,
                     seeds: int = 16, n_diversity: int = 8, pairs_n: int = 60, steps: int = 20, prior_steps: int = 64,
                     precision: str = "auto") -> dict:
     """The comparison as one JSON object (module docstring); ``bundle``: an :class:`~.pipeline.UnCLIPBundle`."""
