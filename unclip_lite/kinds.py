@@ -253,8 +253,9 @@ register(ModelKind(
     recipes={"shapes-tiny": RecipeEntry(decoder_recipes.DecoderRecipe, decoder_recipes.train_decoder,
                                         decoder_recipes.decoder_quick_metrics),
              # issue 11's experiment: the same fine-tune with CLIP's text embedding z_t in place of z_i
-             "shapes-tiny-text": RecipeEntry(lambda: decoder_recipes.DecoderRecipe(embedding="text",
-                                                                                   init_from="glide-shapes-tiny"),
+             "shapes-tiny-text": RecipeEntry(lambda: decoder_recipes.DecoderRecipe(  # as it was recorded
+                 embedding="text", init_from="glide-shapes-tiny",
+                 train=replace(decoder_recipes.DecoderRecipe().train, steps=1000)),
                                              decoder_recipes.train_decoder, decoder_recipes.decoder_quick_metrics),
              # ... and continued from the shipped decoder (trained on z_i), on z_t alone (recorded from the
              # decoder shipped before, grown from glide-shapes-tiny: commit 364dbaa)
