@@ -66,13 +66,12 @@ def probe(bundle: GlideBundle, steps: int = 20, seeds: int = 2) -> dict:
 
     x = torch.randn(16, 3, bundle.image_size, bundle.image_size, generator=torch.Generator().manual_seed(0))
     t = torch.full((16,), 900)
-    ab = bundle.diffusion.alphas_cumprod[900]
     ys, xs = torch.meshgrid(torch.arange(float(bundle.image_size)), torch.arange(float(bundle.image_size)),
                             indexing="ij")
     centroid = {}
     for name in names:
-        eps = model(x, t, bundle.tokenize([f"a large red star in the {name}"] * 16))[:, :3]
-        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()  # [16, 3, R, R]
+        out = model(x, t, bundle.tokenize([f"a large red star in the {name}"] * 16))
+        x0 = bundle.diffusion.predict_x0_eps(out, x, t, clip_denoised=False)[0]  # [16, 3, R, R], unclipped
         red = (x0[:, 0] - x0[:, 1:].mean(1)).clamp(min=0)  # [16, R, R]
         mass = red.sum((1, 2))
         centroid[name] = [round(((red * xs).sum((1, 2)) / mass).mean().item(), 1),
